@@ -1,0 +1,92 @@
+"""Build a service's FastAPI app with all of its observability in place."""
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from starlette.responses import Response
+
+from instrumentation.errors import install_error_handlers
+from instrumentation.logs import configure_logging, get_logger
+from instrumentation.metrics import METRICS_CONTENT_TYPE, Metrics
+from instrumentation.middleware import ObservabilityMiddleware
+from instrumentation.settings import ObservabilitySettings
+from instrumentation.tracing import instrument_app, start_tracing
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_service_app(
+    settings: ObservabilitySettings,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    lifespan: Lifespan | None = None,
+    setup: Callable[[FastAPI, Metrics], None] | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """The app with error envelope, middleware, ``/metrics`` and tracing.
+
+    ``setup`` runs once with the app and its metrics (to register the service's own metrics and
+    exception handlers); ``lifespan`` runs inside the worker, after tracing started.
+    """
+    configure_logging(settings.service_name, settings.log_level)
+    log = get_logger("app")
+
+    @asynccontextmanager
+    async def service_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        provider = start_tracing(settings) if settings.tracing_enabled else None
+        log.info("startup", version=settings.service_version)
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            log.info("shutdown")
+            if provider is not None:
+                provider.shutdown()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=settings.service_version,
+        root_path=settings.root_path,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        lifespan=service_lifespan,
+        **fastapi_kwargs,
+    )
+    metrics = Metrics(
+        namespace=settings.metrics_namespace,
+        service=settings.service_name,
+        version=settings.service_version,
+        buckets=settings.metrics_buckets,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    if settings.metrics_enabled:
+
+        # Sync on purpose: Starlette runs it in a thread, so merging the workers' files never
+        # blocks the event loop.
+        @app.get("/metrics", include_in_schema=False, response_class=Response)
+        def metrics_endpoint() -> Response:
+            return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    if setup is not None:
+        setup(app, metrics)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=metrics if settings.metrics_enabled else None,
+        access_log=settings.access_log_enabled,
+    )
+    if settings.tracing_enabled:
+        instrument_app(app, settings)
+    return app

@@ -1,0 +1,59 @@
+"""gunicorn settings shared by both services: ``gunicorn <app> -c python:instrumentation.gunicorn_conf``.
+
+Everything a deployment changes comes from the environment: PORT, WEB_CONCURRENCY,
+GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR.
+"""
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from instrumentation.logs import stdlib_logging_config
+
+_service = os.environ.get("SERVICE_NAME", "gunicorn")
+_level = os.environ.get("LOG_LEVEL", "info")
+
+bind = [f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "instrumentation.worker.ServiceWorker"
+# SIGTERM: stop accepting, let in-flight requests (e.g. a 0.5 s /process) finish, then exit.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+timeout = 60
+# Longer than the gateway's upstream keep-alive (60 s), so nginx never reuses a closed socket.
+keepalive = 75
+# Workers are never recycled: every recycle leaves metric files behind (prometheus client #204).
+max_requests = 0
+accesslog = None
+loglevel = _level
+logconfig_dict = stdlib_logging_config(_service, _level)
+
+
+_own_directory: list[str] = []
+
+
+def on_starting(_server: Any) -> None:
+    """Give the workers an empty multiprocess metrics directory (stale files double-count)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        _own_directory.append(directory)
+    os.makedirs(directory, exist_ok=True)
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    # Imported here: prometheus_client must not be imported before the directory is set.
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(_server: Any) -> None:
+    for directory in _own_directory:
+        shutil.rmtree(directory, ignore_errors=True)

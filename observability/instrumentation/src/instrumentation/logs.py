@@ -1,0 +1,118 @@
+"""JSON logs on stdout: one object per line, for our loggers and for gunicorn's and uvicorn's.
+
+Every line carries ``timestamp``, ``level``, ``service`` and ``event``; lines written during a
+request also carry ``request_id``, ``trace_id`` and ``span_id``. Nothing is bound per request:
+a processor reads the request id's context variable and the current span when a line is written.
+"""
+
+import logging
+import logging.config
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from instrumentation.request_id import request_id_var
+
+
+def _add_request_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event_dict["request_id"] = request_id
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
+def _shared_processors(service: str) -> list[Processor]:
+    def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict["service"] = service
+        return event_dict
+
+    return [
+        structlog.stdlib.add_log_level,
+        add_service,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _add_request_context,
+    ]
+
+
+def _dumps_str(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+def stdlib_logging_config(service: str, level: str) -> dict[str, Any]:
+    """``logging.config.dictConfig`` for the stdlib side (gunicorn, uvicorn, libraries).
+
+    Also gunicorn's ``logconfig_dict``, so the master's lines are JSON as well.
+    """
+    formatter = {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "foreign_pre_chain": [structlog.stdlib.add_logger_name, *_shared_processors(service)],
+        "processors": [
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(serializer=_dumps_str),
+        ],
+    }
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stdout",
+    }
+    quiet = {"level": level.upper(), "handlers": ["stdout"], "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        "handlers": {"stdout": handler},
+        "root": {"level": level.upper(), "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": quiet,
+            # Our middleware writes the one access line per request.
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+            "uvicorn.error": quiet,
+            "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        },
+    }
+
+
+class _NamedBytesLogger(structlog.BytesLogger):
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stdout.buffer)
+        self.name = name
+
+
+def _named_bytes_logger(*args: Any) -> _NamedBytesLogger:
+    return _NamedBytesLogger(str(args[0]) if args else "app")
+
+
+def configure_logging(service: str, level: str) -> None:
+    """Configure structlog, and the stdlib root logger unless gunicorn already has."""
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_logger_name,
+            *_shared_processors(service),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=_named_bytes_logger,
+        cache_logger_on_first_use=True,
+    )
+    if not logging.getLogger().handlers:
+        logging.config.dictConfig(stdlib_logging_config(service, level))
+
+
+def get_logger(name: str) -> FilteringBoundLogger:
+    """A structlog logger whose lines carry ``logger=name``."""
+    # The name reaches the logger factory, and add_logger_name reads it from the logger.
+    logger: FilteringBoundLogger = structlog.get_logger(name)
+    return logger

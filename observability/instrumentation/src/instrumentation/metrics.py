@@ -1,0 +1,126 @@
+"""Prometheus metrics that stay correct under several gunicorn workers.
+
+In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the interpreter starts, as the
+gunicorn config does) every worker writes its samples to files and each scrape merges them with a
+fresh ``MultiProcessCollector``. Without it (tests, a single uvicorn) our own registry is served.
+"""
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    disable_created_metrics,
+    multiprocess,
+)
+
+# ``*_created`` series are not exported in multiprocess mode; drop them in single-process mode
+# too, so both modes expose the same series.
+disable_created_metrics()
+
+# Every route that did not match shares this label value: random paths add no series.
+UNMATCHED_ROUTE = "unmatched"
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in _KNOWN_METHODS else "OTHER"
+
+
+class Metrics:
+    """The HTTP metrics every service has, plus a factory for the service's own metrics."""
+
+    def __init__(
+        self, *, namespace: str, service: str, version: str, buckets: Iterable[float]
+    ) -> None:
+        self.namespace = namespace
+        self.service = service
+        self.buckets = tuple(buckets)
+        # Our own registry, never the global one: in multiprocess mode it is not scraped at all,
+        # and several apps in one test process must not collide.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = self.counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status code.",
+            ("method", "route", "status"),
+        )
+        self._duration = self.histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ("method", "route"),
+        )
+        self.in_flight = Gauge(
+            "http_requests_in_flight",
+            "HTTP requests being served right now.",
+            ("service",),
+            namespace=namespace,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        ).labels(service)
+        self._exceptions = self.counter(
+            "exceptions_total", "Unhandled exceptions by type.", ("type",)
+        )
+        Gauge(
+            "build_info",
+            "Always 1; the labels say which build is running.",
+            ("service", "version"),
+            namespace=namespace,
+            registry=self.registry,
+            multiprocess_mode="max",
+        ).labels(service, version).set(1)
+        # (method, route, status) -> bound children, so the hot path skips labels() lookups.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def counter(self, name: str, documentation: str, labelnames: Iterable[str] = ()) -> Counter:
+        """A counter in this service's namespace; its first label is ``service``."""
+        return Counter(
+            name,
+            documentation,
+            ("service", *labelnames),
+            namespace=self.namespace,
+            registry=self.registry,
+        )
+
+    def histogram(
+        self, name: str, documentation: str, labelnames: Iterable[str] = ()
+    ) -> Histogram:
+        """A histogram with the configured buckets; its first label is ``service``."""
+        return Histogram(
+            name,
+            documentation,
+            ("service", *labelnames),
+            namespace=self.namespace,
+            registry=self.registry,
+            buckets=self.buckets,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self._requests.labels(self.service, method, route, str(status)),
+                self._duration.labels(self.service, method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_exception(self, exc: BaseException) -> None:
+        self._exceptions.labels(self.service, type(exc).__name__).inc()
+
+    def render(self) -> bytes:
+        """The exposition text: all workers' samples in multiprocess mode, ours otherwise."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -1,0 +1,111 @@
+"""The one pure ASGI middleware: request id, metrics, access log, last-resort error envelope.
+
+What to record is decided once, when the app is built; the per-request path does no lookups
+that could be done at start-up.
+"""
+
+from time import perf_counter
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from instrumentation.errors import JSON_CONTENT_TYPE, ErrorCode, error_body
+from instrumentation.logs import get_logger
+from instrumentation.metrics import UNMATCHED_ROUTE, Metrics, method_label
+from instrumentation.request_id import HEADER, request_id_from, request_id_var
+
+_JSON = JSON_CONTENT_TYPE.encode("ascii")
+_access_log = get_logger("access")
+_error_log = get_logger("app")
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/message/{id}``), or one fixed value for no match.
+
+    Starlette's router stores the matched route in the scope it was given, which is ours.
+    """
+    route = scope.get("route")
+    path: str | None = getattr(route, "path", None)
+    return path if path is not None else UNMATCHED_ROUTE
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = request_id_from(scope["headers"])
+        token = request_id_var.set(request_id)
+        request_id_header = (HEADER, request_id.encode("ascii"))
+        status = 500
+        started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), request_id_header]
+            await send(message)
+
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        start = perf_counter()
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:  # noqa: BLE001 - last resort: log it, answer 500, keep serving
+            status = 500
+            self._record_unhandled(exc, scope)
+            if not started:
+                body = error_body(ErrorCode.INTERNAL_ERROR, "Internal server error")
+                await send_with_request_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", _JSON),
+                            (b"content-length", str(len(body)).encode("ascii")),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            seconds = perf_counter() - start
+            route = route_template(scope)
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.observe_request(method_label(scope["method"]), route, status, seconds)
+            if self.access_log:
+                client = scope.get("client")
+                _access_log.info(
+                    "request",
+                    method=scope["method"],
+                    route=route,
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(seconds * 1000, 3),
+                    client=client[0] if client else None,
+                )
+            request_id_var.reset(token)
+
+    def _record_unhandled(self, exc: Exception, scope: Scope) -> None:
+        if self.metrics is not None:
+            self.metrics.count_exception(exc)
+        span = trace.get_current_span()
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        # The traceback goes to the log (as a dict), never to the client.
+        _error_log.error(
+            "unhandled_exception",
+            exc_info=exc,
+            exception_type=type(exc).__name__,
+            method=scope["method"],
+            route=route_template(scope),
+        )

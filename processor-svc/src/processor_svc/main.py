@@ -1,0 +1,25 @@
+"""processor-svc: ``gunicorn processor_svc.main:app -c python:instrumentation.gunicorn_conf``."""
+
+from fastapi import FastAPI
+
+from instrumentation.app import create_service_app
+from instrumentation.metrics import Metrics
+from processor_svc.config import Settings, get_settings
+from processor_svc.metrics import ProcessorMetrics
+from processor_svc.routes import health, process
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    def setup(app: FastAPI, metrics: Metrics) -> None:
+        app.state.processor_metrics = ProcessorMetrics(metrics)
+
+    return create_service_app(
+        settings or get_settings(),
+        title="processor-svc",
+        description="Echoes what it is sent after about half a second of simulated work.",
+        routers=[health.router, process.router],
+        setup=setup,
+    )
+
+
+app = create_app()

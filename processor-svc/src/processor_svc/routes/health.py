@@ -1,0 +1,15 @@
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["healthy"] = "healthy"
+
+
+@router.get("/health", summary="Liveness: answers without touching any dependency")
+async def health() -> Health:
+    return Health()

@@ -1,0 +1,24 @@
+import asyncio
+from time import perf_counter
+
+from fastapi import APIRouter
+
+from processor_svc.deps import MetricsDep, RequireJson, SettingsDep
+from processor_svc.schemas import ProcessRequest, ProcessResult
+
+router = APIRouter(tags=["process"])
+
+
+@router.post(
+    "/process",
+    summary="Simulate about half a second of work and echo the data",
+    dependencies=[RequireJson],
+)
+async def process(body: ProcessRequest, settings: SettingsDep, metrics: MetricsDep) -> ProcessResult:
+    start = perf_counter()
+    await asyncio.sleep(settings.process_delay_seconds)
+    # Only the size is recorded: the payload itself is never logged.
+    metrics.payload_bytes.inc(len(body.data.encode()))
+    return ProcessResult(
+        echo=body.data, length=len(body.data), processing_seconds=round(perf_counter() - start, 4)
+    )

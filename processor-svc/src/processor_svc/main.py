@@ -6,7 +6,7 @@ from instrumentation.app import create_service_app
 from instrumentation.metrics import Metrics
 from processor_svc.config import Settings, get_settings
 from processor_svc.metrics import ProcessorMetrics
-from processor_svc.routes import health, process
+from processor_svc.routes import process
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or get_settings(),
         title="processor-svc",
         description="Echoes what it is sent after about half a second of simulated work.",
-        routers=[health.router, process.router],
+        routers=[process.router],
         setup=setup,
     )
 

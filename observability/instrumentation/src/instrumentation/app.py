@@ -5,14 +5,23 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.responses import Response
 
+from instrumentation import health
 from instrumentation.errors import install_error_handlers
 from instrumentation.logs import configure_logging, get_logger
 from instrumentation.metrics import METRICS_CONTENT_TYPE, Metrics
 from instrumentation.middleware import ObservabilityMiddleware
 from instrumentation.settings import ObservabilitySettings
 from instrumentation.tracing import instrument_app, start_tracing
+
+_NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -27,7 +36,7 @@ def create_service_app(
     setup: Callable[[FastAPI, Metrics], None] | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """The app with error envelope, middleware, ``/metrics`` and tracing.
+    """The app with ``/health``, error envelope, middleware, ``/metrics`` and tracing.
 
     ``setup`` runs once with the app and its metrics (to register the service's own metrics and
     exception handlers); ``lifespan`` runs inside the worker, after tracing started.
@@ -59,6 +68,9 @@ def create_service_app(
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
         lifespan=service_lifespan,
+        # FastAPI's own OpenTelemetry layer would add a second set of spans and metrics on top
+        # of opentelemetry-instrumentation-fastapi and our middleware: one of each is enough.
+        telemetry=_NATIVE_TELEMETRY_OFF,
         **fastapi_kwargs,
     )
     metrics = Metrics(
@@ -70,7 +82,7 @@ def create_service_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in routers:
+    for router in (health.router, *routers):
         app.include_router(router)
     if settings.metrics_enabled:
 

@@ -82,14 +82,22 @@ def stdlib_logging_config(service: str, level: str) -> dict[str, Any]:
     }
 
 
-class _NamedBytesLogger(structlog.BytesLogger):
+class _StdoutLogger:
+    """Writes each rendered line to whatever ``sys.stdout`` is at that moment, in one write."""
+
     def __init__(self, name: str) -> None:
-        super().__init__(sys.stdout.buffer)
         self.name = name
 
+    def msg(self, message: bytes) -> None:
+        out = sys.stdout.buffer
+        out.write(message + b"\n")
+        out.flush()
 
-def _named_bytes_logger(*args: Any) -> _NamedBytesLogger:
-    return _NamedBytesLogger(str(args[0]) if args else "app")
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stdout_logger(*args: Any) -> _StdoutLogger:
+    return _StdoutLogger(str(args[0]) if args else "app")
 
 
 def configure_logging(service: str, level: str) -> None:
@@ -104,7 +112,7 @@ def configure_logging(service: str, level: str) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=_named_bytes_logger,
+        logger_factory=_stdout_logger,
         cache_logger_on_first_use=True,
     )
     if not logging.getLogger().handlers:

@@ -1,3 +1,5 @@
+"""``GET /health``: liveness, the same on every service."""
+
 from typing import Literal
 
 from fastapi import APIRouter

@@ -1,0 +1,23 @@
+"""Dependency aliases that keep route signatures short."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api_svc.metrics import MessageMetrics
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessionmaker() as session:
+        yield session
+
+
+def _metrics(request: Request) -> MessageMetrics:
+    metrics: MessageMetrics = request.app.state.message_metrics
+    return metrics
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+MetricsDep = Annotated[MessageMetrics, Depends(_metrics)]

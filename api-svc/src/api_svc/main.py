@@ -1,0 +1,47 @@
+"""api-svc: ``gunicorn api_svc.main:app -c python:instrumentation.gunicorn_conf``."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+from api_svc.config import Settings, get_settings
+from api_svc.db import create_engine, create_sessionmaker
+from api_svc.errors import install_database_error_handlers
+from api_svc.metrics import MessageMetrics
+from api_svc.routes import messages, ready
+from instrumentation.app import create_service_app
+from instrumentation.metrics import Metrics
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The engine (and its pool) belongs to the worker process: made after gunicorn forked.
+        engine = create_engine(settings)
+        if settings.tracing_enabled:
+            SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    def setup(app: FastAPI, metrics: Metrics) -> None:
+        app.state.message_metrics = MessageMetrics(metrics)
+        install_database_error_handlers(app)
+
+    return create_service_app(
+        settings,
+        title="api-svc",
+        description="Read-only messages from PostgreSQL.",
+        routers=[ready.router, messages.router],
+        lifespan=lifespan,
+        setup=setup,
+    )
+
+
+app = create_app()

@@ -1,0 +1,60 @@
+from time import perf_counter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import select
+
+from api_svc.deps import MetricsDep, SessionDep
+from api_svc.models import Message
+from api_svc.schemas import MessageOut, SearchResults
+from instrumentation.errors import AppError, ErrorCode
+
+router = APIRouter(prefix="/message", tags=["messages"])
+
+# PostgreSQL's integer: anything outside it is a 422, never an overflow in the driver.
+MessageId = Annotated[int, Path(ge=1, le=2_147_483_647, description="Message id")]
+
+
+def _like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# Declared before /{id} so that "search" is never taken for an id.
+@router.get(
+    "/search",
+    summary="Substring search (deliberately slow until `make fix-search` adds an index)",
+)
+async def search_messages(
+    session: SessionDep,
+    metrics: MetricsDep,
+    q: Annotated[str, Query(min_length=1, max_length=64, description="Substring to find")],
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> SearchResults:
+    # Newest first with no index on created_at: every matching row is read and sorted, which
+    # is the bottleneck the README walks through. A trigram index on text is the fix.
+    statement = (
+        select(Message)
+        .where(Message.text.ilike(_like_pattern(q), escape="\\"))
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    )
+    start = perf_counter()
+    rows = (await session.scalars(statement)).all()
+    metrics.search_seconds.observe(perf_counter() - start)
+    results = [MessageOut.model_validate(row) for row in rows]
+    return SearchResults(query=q, count=len(results), results=results)
+
+
+@router.get(
+    "/{id}",
+    summary="One message by id",
+    responses={404: {"description": "No message with this id"}},
+)
+async def get_message(id: MessageId, session: SessionDep, metrics: MetricsDep) -> MessageOut:  # noqa: A002
+    message = await session.get(Message, id)
+    if message is None:
+        metrics.not_found.inc()
+        raise AppError(404, ErrorCode.NOT_FOUND, f"Message {id} not found")
+    metrics.found.inc()
+    return MessageOut.model_validate(message)

@@ -1,0 +1,23 @@
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from api_svc.deps import SessionDep
+
+router = APIRouter(tags=["health"])
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: 200 when PostgreSQL answers, 503 envelope when it does not",
+    responses={503: {"description": "The database is unavailable"}},
+)
+async def ready(session: SessionDep) -> Ready:
+    await session.execute(text("SELECT 1"))
+    return Ready()

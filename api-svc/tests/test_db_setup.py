@@ -49,7 +49,7 @@ def test_the_reader_can_select(reader: psycopg.Connection) -> None:
 )
 def test_the_reader_cannot_write(reader: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        reader.execute(statement)  # type: ignore[arg-type]
+        reader.execute(statement)
 
 
 def test_setup_is_idempotent(settings: Settings, owner: psycopg.Connection) -> None:
@@ -60,7 +60,7 @@ def test_setup_is_idempotent(settings: Settings, owner: psycopg.Connection) -> N
 
 
 def _plan(conn: psycopg.Connection, sql: str) -> str:
-    rows = conn.execute(f"EXPLAIN {sql}").fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(f"EXPLAIN {sql}").fetchall()
     return "\n".join(row[0] for row in rows)
 
 

@@ -27,7 +27,7 @@ def test_an_absent_message_is_a_404_envelope(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "raw_id",
     ["0", "-1", "2147483648", str(2**63), str(2**64), "abc", "1.5", "1;DROP TABLE messages",
-     "1%20OR%201=1", "%00", "１"],
+     "1%20OR%201=1", "%00", "\uff11"],  # the last one: a full-width digit one
 )  # fmt: skip
 def test_a_bad_id_is_a_422_envelope_never_a_500(client: TestClient, raw_id: str) -> None:
     response = client.get(f"/message/{raw_id}")
@@ -76,7 +76,9 @@ def test_search_treats_wildcards_and_quotes_as_plain_text(client: TestClient, q:
     [{}, {"q": ""}, {"q": "x" * 65}, {"q": "a", "limit": 0}, {"q": "a", "limit": 51},
      {"q": "a", "limit": "ten"}],
 )  # fmt: skip
-def test_bad_search_parameters_are_422_envelopes(client: TestClient, params: dict[str, object]) -> None:
+def test_bad_search_parameters_are_422_envelopes(
+    client: TestClient, params: dict[str, object]
+) -> None:
     response = client.get("/message/search", params=params)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "VALIDATION_ERROR"

@@ -49,14 +49,18 @@ def test_bad_bodies_are_422_envelopes(client: TestClient, body: str, content_typ
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
 def test_a_non_json_content_type_is_a_415_envelope(client: TestClient, content_type: str) -> None:
-    response = client.post("/process", content='{"data": "a"}', headers={"content-type": content_type})
+    response = client.post(
+        "/process", content='{"data": "a"}', headers={"content-type": content_type}
+    )
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
 def test_a_charset_parameter_is_fine(client: TestClient) -> None:
     response = client.post(
-        "/process", content='{"data": "a"}', headers={"content-type": "application/json; charset=utf-8"}
+        "/process",
+        content='{"data": "a"}',
+        headers={"content-type": "application/json; charset=utf-8"},
     )
     assert response.status_code == 200
 

@@ -1,8 +1,8 @@
 """``api-svc-db``: the one-shot database step that runs, as the owner, before api-svc starts.
 
-    api-svc-db setup          migrations, the read-only role, the seed (idempotent)
-    api-svc-db fix-search     apply the trigram index migration (the bottleneck's fix)
-    api-svc-db unfix-search   revert it, to measure before and after again
+api-svc-db setup          migrations, the read-only role, the seed (idempotent)
+api-svc-db fix-search     apply the trigram index migration (the bottleneck's fix)
+api-svc-db unfix-search   revert it, to measure before and after again
 """
 
 import argparse
@@ -129,11 +129,16 @@ def seed(conn: psycopg.Connection, bulk_rows: int) -> None:
                    || w[1 + abs(hashint4(i * 6 + 4)) %% n] || ' '
                    || w[1 + abs(hashint4(i * 6 + 5)) %% n] || ' #' || i,
                    now() - make_interval(secs => i)
-            FROM generate_series(%(first)s, %(last)s) AS i,
-                 (SELECT %(words)s::text[] AS w, %(n)s AS n) AS words
+            FROM generate_series(%(first)s::int, %(last)s::int) AS i,
+                 (SELECT %(words)s::text[] AS w, %(n)s::int AS n) AS words
             ON CONFLICT (id) DO NOTHING
             """,
-            {"first": first, "last": first + bulk_rows - 1, "words": list(_WORDS), "n": len(_WORDS)},
+            {
+                "first": first,
+                "last": first + bulk_rows - 1,
+                "words": list(_WORDS),
+                "n": len(_WORDS),
+            },
         )
         cur.execute(
             "SELECT setval(pg_get_serial_sequence('messages', 'id'), "
@@ -153,8 +158,9 @@ def setup(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="api-svc-db", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="api-svc-db", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=("setup", "fix-search", "unfix-search"))
     args = parser.parse_args(argv)
     settings = get_settings()

@@ -23,7 +23,9 @@ def _require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type != "application/json":
-        raise AppError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
+        raise AppError(
+            415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"
+        )
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

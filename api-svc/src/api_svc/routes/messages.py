@@ -51,7 +51,7 @@ async def search_messages(
     summary="One message by id",
     responses={404: {"description": "No message with this id"}},
 )
-async def get_message(id: MessageId, session: SessionDep, metrics: MetricsDep) -> MessageOut:  # noqa: A002
+async def get_message(id: MessageId, session: SessionDep, metrics: MetricsDep) -> MessageOut:
     message = await session.get(Message, id)
     if message is None:
         metrics.not_found.inc()

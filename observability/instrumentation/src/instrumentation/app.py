@@ -85,7 +85,6 @@ def create_service_app(
     for router in (health.router, *routers):
         app.include_router(router)
     if settings.metrics_enabled:
-
         # Sync on purpose: Starlette runs it in a thread, so merging the workers' files never
         # blocks the event loop.
         @app.get("/metrics", include_in_schema=False, response_class=Response)

@@ -1,6 +1,6 @@
 """One JSON error envelope for every 4xx/5xx: ``{"error": {"code", "message", "request_id"}}``."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
@@ -63,7 +63,7 @@ def error_response(
     code: str,
     message: str,
     details: Sequence[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     return Response(
         error_body(code, message, details),

@@ -1,4 +1,6 @@
-"""gunicorn settings shared by both services: ``gunicorn <app> -c python:instrumentation.gunicorn_conf``.
+"""gunicorn settings shared by both services.
+
+    gunicorn <module>:app -c python:instrumentation.gunicorn_conf
 
 Everything a deployment changes comes from the environment: PORT, WEB_CONCURRENCY,
 GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR.
@@ -51,7 +53,7 @@ def child_exit(_server: Any, worker: Any) -> None:
     # Imported here: prometheus_client must not be imported before the directory is set.
     from prometheus_client import multiprocess  # noqa: PLC0415
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def on_exit(_server: Any) -> None:

@@ -14,14 +14,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     disable_created_metrics,
+    generate_latest,
     multiprocess,
 )
 
 # ``*_created`` series are not exported in multiprocess mode; drop them in single-process mode
 # too, so both modes expose the same series.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Every route that did not match shares this label value: random paths add no series.
 UNMATCHED_ROUTE = "unmatched"
@@ -86,9 +86,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def histogram(
-        self, name: str, documentation: str, labelnames: Iterable[str] = ()
-    ) -> Histogram:
+    def histogram(self, name: str, documentation: str, labelnames: Iterable[str] = ()) -> Histogram:
         """A histogram with the configured buckets; its first label is ``service``."""
         return Histogram(
             name,
@@ -118,7 +116,7 @@ class Metrics:
         """The exposition text: all workers' samples in multiprocess mode, ours otherwise."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 

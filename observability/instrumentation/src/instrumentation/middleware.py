@@ -5,6 +5,7 @@ that could be done at start-up.
 """
 
 from time import perf_counter
+
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,7 +61,7 @@ class ObservabilityMiddleware:
         start = perf_counter()
         try:
             await self.app(scope, receive, send_with_request_id)
-        except Exception as exc:  # noqa: BLE001 - last resort: log it, answer 500, keep serving
+        except Exception as exc:
             status = 500
             self._record_unhandled(exc, scope)
             if not started:

@@ -14,7 +14,9 @@ router = APIRouter(tags=["process"])
     summary="Simulate about half a second of work and echo the data",
     dependencies=[RequireJson],
 )
-async def process(body: ProcessRequest, settings: SettingsDep, metrics: MetricsDep) -> ProcessResult:
+async def process(
+    body: ProcessRequest, settings: SettingsDep, metrics: MetricsDep
+) -> ProcessResult:
     start = perf_counter()
     await asyncio.sleep(settings.process_delay_seconds)
     # Only the size is recorded: the payload itself is never logged.

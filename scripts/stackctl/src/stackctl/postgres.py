@@ -112,7 +112,7 @@ class PostgresCluster:
         import psycopg  # noqa: PLC0415 - only the database helpers need the driver
 
         with psycopg.connect(self.conninfo(database), autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
     def create_database(self, name: str, owner: str, owner_password: str) -> str:
         """An owner role and its database; returns the owner's SQLAlchemy URL."""

@@ -1,0 +1,68 @@
+# Everyday commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+COMPOSE ?= docker compose
+LOAD_DURATION ?= 5m
+UV_RUN := uv run --frozen
+
+.PHONY: help up down logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
+
+## --- The stack (Docker) ---
+up: .env ## Build and start the whole stack; returns when every service is healthy
+	$(COMPOSE) up -d --build --wait
+	@echo "Gateway    http://127.0.0.1:8080  (Swagger: /api/docs and /processor/docs)"
+	@echo "Grafana    http://127.0.0.1:3000  (admin / GRAFANA_ADMIN_PASSWORD from .env)"
+
+down: ## Stop the stack (volumes are kept; add -v by hand to drop them)
+	$(COMPOSE) --profile load down
+
+logs: ## Follow every container's logs
+	$(COMPOSE) logs -f --tail=100
+
+ps: ## Show the containers and their health
+	$(COMPOSE) ps
+
+load: ## Run Locust headless for LOAD_DURATION so the dashboards fill
+	LOCUST_RUN_TIME=$(LOAD_DURATION) $(COMPOSE) --profile load run --rm locust
+
+load-ui: ## Start Locust with its web UI on 127.0.0.1:8089
+	$(COMPOSE) --profile load run --rm -p 127.0.0.1:8089:8089 locust --web-host 0.0.0.0
+
+migrate: ## Run the migrate/seed job again (idempotent)
+	$(COMPOSE) run --rm migrate
+
+fix-search: ## Apply the trigram index that fixes the slow search
+	$(COMPOSE) run --rm migrate api-svc-db fix-search
+
+unfix-search: ## Drop that index again, to measure before and after
+	$(COMPOSE) run --rm migrate api-svc-db unfix-search
+
+.env:
+	cp .env.example .env
+	@echo "Created .env from .env.example: change the passwords before exposing anything."
+
+## --- Development ---
+deps: ## Install what the tests need (Debian packages, uv) and the locked Python environment
+	scripts/install-deps
+	uv sync --frozen
+
+venv: ## The locked Python environment only
+	uv sync --frozen
+
+test: deps ## Run every test: unit, integration (real gunicorn, PostgreSQL) and config checks
+	$(UV_RUN) pytest
+
+lint: venv ## ruff and mypy (strict), as CI and pre-commit run them
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
+	$(UV_RUN) mypy
+	@# Each test tree on its own: they share module names such as conftest.
+	@for d in observability/instrumentation/tests api-svc/tests processor-svc/tests tests; do \
+		echo "mypy $$d"; $(UV_RUN) mypy $$d || exit 1; done
+
+fmt: venv ## Format and autofix
+	$(UV_RUN) ruff format .
+	$(UV_RUN) ruff check --fix .

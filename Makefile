@@ -40,9 +40,11 @@ fix-search: ## Apply the trigram index that fixes the slow search
 unfix-search: ## Drop that index again, to measure before and after
 	$(COMPOSE) run --rm migrate api-svc-db unfix-search
 
-.env:
-	cp .env.example .env
-	@echo "Created .env from .env.example: change the passwords before exposing anything."
+.env: ## (first run) .env from .env.example, with random passwords filled in
+	@python3 -c 'import re, secrets, sys; \
+	text = open(".env.example").read(); \
+	sys.stdout.write(re.sub(r"^(\w*PASSWORD)=$$", lambda m: m[1] + "=" + secrets.token_hex(24), text, flags=re.M))' > .env
+	@echo "Created .env with random passwords (Grafana: see GRAFANA_ADMIN_PASSWORD in .env)."
 
 ## --- Development ---
 deps: ## Install what the tests need (Debian packages, uv) and the locked Python environment

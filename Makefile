@@ -25,19 +25,19 @@ logs: ## Follow every container's logs
 ps: ## Show the containers and their health
 	$(COMPOSE) ps
 
-load: ## Run Locust headless for LOAD_DURATION so the dashboards fill
-	LOCUST_RUN_TIME=$(LOAD_DURATION) $(COMPOSE) --profile load run --rm locust
+load: .env ## Run Locust headless through the gateway for LOAD_DURATION (default 5m)
+	LOAD_RUN_TIME=$(LOAD_DURATION) $(COMPOSE) --profile load run --rm locust
 
-load-ui: ## Start Locust with its web UI on 127.0.0.1:8089
-	$(COMPOSE) --profile load run --rm -p 127.0.0.1:8089:8089 locust --web-host 0.0.0.0
+load-ui: .env ## Locust's web UI on http://127.0.0.1:8089 instead (start/stop runs there)
+	$(COMPOSE) --profile load run --rm -e LOCUST_HEADLESS=false -p 127.0.0.1:8089:8089 locust
 
-migrate: ## Run the migrate/seed job again (idempotent)
+migrate: .env ## Run the migrate/seed job again (idempotent)
 	$(COMPOSE) run --rm migrate
 
-fix-search: ## Apply the trigram index that fixes the slow search
+fix-search: .env ## Apply the trigram index that fixes the slow search
 	$(COMPOSE) run --rm migrate api-svc-db fix-search
 
-unfix-search: ## Drop that index again, to measure before and after
+unfix-search: .env ## Drop that index again, to measure before and after
 	$(COMPOSE) run --rm migrate api-svc-db unfix-search
 
 .env: ## (first run) .env from .env.example, with random passwords filled in

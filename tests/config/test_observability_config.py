@@ -1,0 +1,1019 @@
+"""Validation of the observability stack configuration (observability/, not instrumentation/).
+
+What runs here for real: promtool (check config, check rules, rule unit tests), amtool
+(check-config, routing tree), Debian's Alertmanager (inhibition), the PromQL and LogQL
+grammars of Prometheus and Grafana (npm, tests/config/grammar/). Loki, Tempo, Alloy and
+Grafana cannot run on this machine: their files are checked statically against the keys
+the stack relies on.
+
+Every config is also checked after the native twin's only rewrite (`<compose-service>:<port>`
+-> `127.0.0.1:<port>`). A missing tool makes the tests that need it fail, never skip.
+
+Run: python -m pytest -p no:cacheprovider -o addopts="" tests/config/test_observability_config.py -q
+Needs: pytest, pyyaml; promtool, amtool, prometheus-alertmanager (Debian), sh, node + npm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OBS = REPO_ROOT / "observability"
+PROM_DIR = OBS / "prometheus"
+PROM_CONFIG = PROM_DIR / "prometheus.yml"
+RULES_DIR = PROM_DIR / "rules"
+ALERTS_FILE = RULES_DIR / "alerts.yml"
+RECORDING_FILE = RULES_DIR / "recording.yml"
+RULE_TESTS = PROM_DIR / "tests" / "alerts_test.yml"
+AM_DIR = OBS / "alertmanager"
+AM_CONFIG = AM_DIR / "alertmanager.yml"
+AM_RENDER = AM_DIR / "render-config.sh"
+LOKI_CONFIG = OBS / "loki" / "loki-config.yml"
+TEMPO_CONFIG = OBS / "tempo" / "tempo.yml"
+ALLOY_CONFIG = OBS / "alloy" / "config.alloy"
+GRAFANA_DIR = OBS / "grafana"
+DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml"
+DASHBOARD_PROVIDER = GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yml"
+DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
+OVERVIEW = DASHBOARDS_DIR / "services-overview.json"
+GRAMMAR_DIR = Path(__file__).resolve().parent / "grammar"
+
+RUNBOOK_BASE = "https://github.com/example/fastapi-observability-stack/blob/main/README.md"
+SEVERITIES = {"page", "ticket", "warning"}
+ALERT_NAMES = {"ServiceDown", "PostgresDown", "HighLatency", "HighErrorRate"}
+DATASOURCE_UIDS = {"prometheus", "loki", "tempo", "alertmanager"}
+
+# Compose service names that config files may address as `<name>:<port>` (contract). The
+# native twin rewrites exactly these to 127.0.0.1:<port>.
+COMPOSE_SERVICES = (
+    "gateway",
+    "api-svc",
+    "processor-svc",
+    "postgres",
+    "prometheus",
+    "alertmanager",
+    "alert-webhook",
+    "node-exporter",
+    "postgres-exporter",
+    "nginx-exporter",
+    "loki",
+    "tempo",
+    "grafana",
+    "alloy",
+)
+NAME_PORT = re.compile(
+    r"(?<![\w.-])(" + "|".join(re.escape(name) for name in COMPOSE_SERVICES) + r"):(\d{2,5})\b"
+)
+
+# Scrape jobs of the contract: job -> target.
+CORE_JOBS = {
+    "api-svc": "api-svc:8000",
+    "processor-svc": "processor-svc:8001",
+    "node": "node-exporter:9100",
+    "postgres": "postgres-exporter:9187",
+    "nginx": "nginx-exporter:9113",
+    "prometheus": "prometheus:9090",
+    "alertmanager": "alertmanager:9093",
+}
+COMPOSE_ONLY_JOBS = {
+    "tempo": "tempo:3200",
+    "loki": "loki:3100",
+    "grafana": "grafana:3000",
+    "alloy": "alloy:12345",
+}
+
+# Metric names the dashboard and the rules may use: the services' own (contract), and the
+# exporters' as exposed by Debian's node exporter 1.5 / postgres exporter 0.11 / nginx
+# exporter 0.11 (checked against running binaries) and by their current compose versions.
+APP_METRICS = {
+    "app_http_requests_total",
+    "app_http_request_duration_seconds_bucket",
+    "app_http_request_duration_seconds_sum",
+    "app_http_request_duration_seconds_count",
+    "app_http_requests_in_flight",
+    "app_exceptions_total",
+    "app_build_info",
+    "app_message_lookups_total",
+    "app_message_search_duration_seconds_bucket",
+    "app_message_search_duration_seconds_sum",
+    "app_message_search_duration_seconds_count",
+    "app_processed_payload_bytes_total",
+}
+EXPORTER_METRICS = {
+    "up",
+    "ALERTS",
+    "nginx_up",
+    "nginx_http_requests_total",
+    "nginx_connections_active",
+    "nginx_connections_reading",
+    "nginx_connections_writing",
+    "nginx_connections_waiting",
+    "nginx_connections_accepted",
+    "nginx_connections_handled",
+    "pg_up",
+    "pg_stat_database_xact_commit",
+    "pg_stat_database_xact_rollback",
+    "pg_stat_database_numbackends",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_blks_read",
+    "pg_stat_database_deadlocks",
+    "pg_stat_database_temp_files",
+    "pg_database_size_bytes",
+    "pg_settings_max_connections",
+    "pg_stat_statements_seconds_total",  # --collector.stat_statements (compose only)
+    "pg_stat_statements_calls_total",
+    "node_cpu_seconds_total",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_MemTotal_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_size_bytes",
+    "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total",
+    # Tempo metrics-generator (span metrics), compose only.
+    "traces_spanmetrics_latency_bucket",
+    "traces_spanmetrics_calls_total",
+}
+
+TOOL_TIMEOUT = 120
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def tool(*names: str) -> str:
+    """Path of the first tool found; fail (not skip) when none is installed."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail(f"required tool not installed: {' or '.join(names)}")
+
+
+def run(
+    cmd: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, (
+        f"{' '.join(result.args)} exited {result.returncode}\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def native_rewrite(text: str) -> str:
+    """The native twin's only change: `<compose-service>:<port>` -> `127.0.0.1:<port>`."""
+    return NAME_PORT.sub(r"127.0.0.1:\2", text)
+
+
+def config_files() -> list[Path]:
+    """Every file of observability/ this suite owns (instrumentation/ belongs to the lead)."""
+    files = []
+    for path in sorted(OBS.rglob("*")):
+        if not path.is_file() or (OBS / "instrumentation") in path.parents:
+            continue
+        if "node_modules" in path.parts:
+            continue
+        files.append(path)
+    return files
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS_FILE)["groups"] for rule in group["rules"]]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(RECORDING_FILE)["groups"] for rule in group["rules"]]
+
+
+def load_dashboard(path: Path = OVERVIEW) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+def datasources() -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = load_yaml(DATASOURCES)["datasources"]
+    return items
+
+
+def grafana_to_plain(expr: str) -> str:
+    """Replace Grafana's template variables so that the query is plain PromQL/LogQL."""
+    expr = expr.replace("$$", "$")  # provisioning files escape `$` as `$$`
+    expr = re.sub(r"\$\{__tags\}|\$__tags", 'service="api-svc"', expr)
+    expr = re.sub(r"\$\{__trace\.traceId\}", "0af7651916cd43dd8448eb211c80319c", expr)
+    expr = re.sub(r"\$\{?__(rate_interval|interval|auto|range)\}?", "1m", expr)
+    return re.sub(r"\$\{\w+(?::\w+)?\}|\$\w+", ".+", expr)
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # panels of collapsed rows
+
+
+def ds_lang(datasource: dict[str, Any] | None) -> str:
+    uid = (datasource or {}).get("uid")
+    return {"prometheus": "promql", "loki": "logql"}.get(str(uid), "unknown")
+
+
+def all_queries() -> list[tuple[str, str, str]]:
+    """(id, language, plain expression) of every query this stack ships."""
+    queries: list[tuple[str, str, str]] = [
+        (f"recording:{rule['record']}", "promql", rule["expr"]) for rule in recording_rules()
+    ]
+    for index, rule in enumerate(alert_rules()):
+        queries.append((f"alert:{rule['alert']}#{index}", "promql", rule["expr"]))
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        dashboard = load_dashboard(path)
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                lang = ds_lang(target.get("datasource") or panel.get("datasource"))
+                queries.append(
+                    (
+                        f"{path.stem}:panel{panel['id']}:{target['refId']}",
+                        lang,
+                        grafana_to_plain(target.get("expr", "")),
+                    )
+                )
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            query = variable["query"]
+            text = query["query"] if isinstance(query, dict) else query
+            match = re.fullmatch(r"label_values\((.+),\s*\w+\)", text.strip())
+            assert match, f"variable {variable['name']}: expected label_values(selector, label)"
+            queries.append(
+                (f"{path.stem}:var:{variable['name']}", "promql", grafana_to_plain(match[1]))
+            )
+    for source in datasources():
+        json_data = source.get("jsonData", {})
+        for index, query in enumerate(json_data.get("tracesToMetrics", {}).get("queries", [])):
+            queries.append(
+                (f"datasource:tracesToMetrics#{index}", "promql", grafana_to_plain(query["query"]))
+            )
+        logs = json_data.get("tracesToLogsV2", {})
+        if logs.get("customQuery"):
+            queries.append(("datasource:tracesToLogsV2", "logql", grafana_to_plain(logs["query"])))
+    return queries
+
+
+@pytest.fixture(scope="module")
+def grammar_results() -> dict[str, dict[str, Any]]:
+    """Parse every query once with the Lezer grammars (npm ci on first use)."""
+    node = tool("node", "nodejs")
+    if not (GRAMMAR_DIR / "node_modules").is_dir():
+        npm = tool("npm")
+        assert_ok(run([npm, "ci", "--no-audit", "--no-fund"], cwd=GRAMMAR_DIR))
+    items = [{"id": qid, "lang": lang, "expr": expr} for qid, lang, expr in all_queries()]
+    result = run([node, "check-queries.mjs"], cwd=GRAMMAR_DIR, stdin=json.dumps(items))
+    assert result.returncode in (0, 1), f"grammar checker failed:\n{result.stderr}"
+    return {item["id"]: item for item in json.loads(result.stdout)}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http(method: str, url: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - fixed http://127.0.0.1 URL
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
+# --------------------------------------------------------------------------- all files
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in config_files() if p.suffix in {".yml", ".yaml"}],
+    ids=lambda p: str(p.relative_to(REPO_ROOT)),
+)
+def test_yaml_files_parse(path: Path) -> None:
+    document = load_yaml(path)
+    assert isinstance(document, dict), f"{path} is empty or not a mapping"
+    # ... and still parse after the native twin's rewrite.
+    assert isinstance(yaml.safe_load(native_rewrite(path.read_text(encoding="utf-8"))), dict)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(DASHBOARDS_DIR.glob("*.json")), ids=lambda p: str(p.relative_to(REPO_ROOT))
+)
+def test_dashboard_json_parses(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    assert dashboard["panels"], "dashboard without panels"
+
+
+def test_config_files_address_components_by_compose_name() -> None:
+    """Contract: configs say `<service>:<port>`; only the native twin turns them into 127.0.0.1."""
+    offenders = []
+    for path in config_files():
+        if path.suffix not in {".yml", ".yaml", ".alloy", ".json", ".sh"}:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith(("#", "//")):
+                continue  # comments may explain the rewrite
+            if "localhost" in line:
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+            # Loki's ring member address is its own process, the same in compose and natively.
+            if "127.0.0.1" in line and not (path == LOKI_CONFIG and "instance_addr" in line):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "hard-coded local addresses:\n" + "\n".join(offenders)
+
+
+def test_no_histogram_bucket_matched_by_le_value() -> None:
+    """Prometheus 3 normalizes `le` ("1" -> "1.0"): never select buckets by their value."""
+    le_matcher = re.compile(r"""[{,]\s*le\s*(=|!=|=~|!~)\s*["']""")
+    exprs = [expr for _, lang, expr in all_queries() if lang == "promql"]
+    offenders = [expr for expr in exprs if le_matcher.search(expr)]
+    assert not offenders, f"`le` matched by value in: {offenders}"
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+def test_prometheus_scrape_jobs_match_contract() -> None:
+    config = load_yaml(PROM_CONFIG)
+    assert config["global"]["scrape_interval"] == "15s"
+    assert config["global"]["evaluation_interval"] == "15s"
+    jobs = {
+        job["job_name"]: [t for sc in job.get("static_configs", []) for t in sc["targets"]]
+        for job in config["scrape_configs"]
+    }
+    expected = {**CORE_JOBS, **COMPOSE_ONLY_JOBS}
+    assert set(jobs) == set(expected)
+    for name, target in expected.items():
+        assert jobs[name] == [target], f"job {name}"
+    alertmanagers = config["alerting"]["alertmanagers"]
+    assert [t for am in alertmanagers for sc in am["static_configs"] for t in sc["targets"]] == [
+        "alertmanager:9093"
+    ]
+    assert config["rule_files"] == ["rules/*.yml"]
+
+
+def test_promtool_check_config(tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    assert_ok(run([promtool, "check", "config", str(PROM_CONFIG)]))
+    # The native twin's copy: same files, `<service>:<port>` rewritten.
+    native = tmp_path / "prometheus"
+    shutil.copytree(PROM_DIR, native)
+    for path in native.rglob("*.yml"):
+        path.write_text(native_rewrite(path.read_text(encoding="utf-8")), encoding="utf-8")
+    assert "api-svc:8000" not in (native / "prometheus.yml").read_text(encoding="utf-8")
+    assert "127.0.0.1:8000" in (native / "prometheus.yml").read_text(encoding="utf-8")
+    assert_ok(run([promtool, "check", "config", str(native / "prometheus.yml")]))
+
+
+def test_promtool_check_rules() -> None:
+    promtool = tool("promtool")
+    files = sorted(str(p) for p in RULES_DIR.glob("*.yml"))
+    assert len(files) >= 2
+    assert_ok(run([promtool, "check", "rules", *files]))
+
+
+def test_promtool_rule_unit_tests() -> None:
+    promtool = tool("promtool")
+    result = run([promtool, "test", "rules", str(RULE_TESTS.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
+    assert_ok(result)
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_every_alert_is_unit_tested() -> None:
+    tests = load_yaml(RULE_TESTS)["tests"]
+    tested: dict[str, int] = {}
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            tested.setdefault(check["alertname"], 0)
+            if check.get("exp_alerts"):
+                tested[check["alertname"]] += 1
+    assert {rule["alert"] for rule in alert_rules()} == ALERT_NAMES
+    for name in ALERT_NAMES:
+        assert tested.get(name, 0) >= 1, f"{name}: no test case where it fires"
+        checks = [
+            c for case in tests for c in case.get("alert_rule_test", []) if c["alertname"] == name
+        ]
+        assert any(not c.get("exp_alerts") for c in checks), (
+            f"{name}: no case where it must not fire"
+        )
+
+
+@pytest.mark.parametrize(
+    "index", range(len(alert_rules())), ids=lambda i: alert_rules()[i]["alert"]
+)
+def test_alert_rule_metadata(index: int) -> None:
+    rule = alert_rules()[index]
+    name = rule["alert"]
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert "for" in rule, f"{name}: alerts need a `for` duration"
+    annotations = rule["annotations"]
+    assert annotations["summary"].strip()
+    assert re.search(r"\{\{\s*\$value\s*\|\s*humanize\w*\s*\}\}", annotations["description"]), (
+        f"{name}: description must show the humanized $value"
+    )
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#runbook-{name.lower()}"
+    # Alertmanager groups and inhibits by `service`: either a label or kept by the expression.
+    assert "service" in rule["labels"] or re.search(r"\bby \([^)]*\bservice\b", rule["expr"]), (
+        f"{name}: no `service` label"
+    )
+
+
+def test_rules_and_dashboards_use_known_metrics(grammar_results: dict[str, dict[str, Any]]) -> None:
+    recorded = {rule["record"] for rule in recording_rules()}
+    allowed = APP_METRICS | EXPORTER_METRICS | recorded
+    unknown = {
+        qid: sorted(set(result["metrics"]) - allowed)
+        for qid, result in grammar_results.items()
+        if set(result["metrics"]) - allowed
+    }
+    assert not unknown, f"metric names neither in the contract nor exported: {unknown}"
+
+
+def test_dashboard_promql_passes_promtool(tmp_path: Path) -> None:
+    """Prometheus' own parser (with type checks) on every dashboard/datasource PromQL query."""
+    promtool = tool("promtool")
+    rules = [
+        {"record": f"dashboard_query:check:{n}", "expr": expr}
+        for n, (qid, lang, expr) in enumerate(all_queries())
+        if lang == "promql" and not qid.startswith(("recording:", "alert:"))
+    ]
+    assert rules
+    path = tmp_path / "dashboard_queries.yml"
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
+    )
+    assert_ok(run([promtool, "check", "rules", str(path)]))
+
+
+@pytest.mark.parametrize("qid", [q[0] for q in all_queries()])
+def test_query_parses_with_grammar(qid: str, grammar_results: dict[str, dict[str, Any]]) -> None:
+    result = grammar_results[qid]
+    assert result["lang"] in {"promql", "logql"}, f"{qid}: query on an unknown data source"
+    assert result["ok"], f"{qid}: {result['error']}"
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+def render_alertmanager(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    shell = tool("sh")
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "ALERTMANAGER_CONFIG_TEMPLATE": str(AM_CONFIG),
+        "ALERTMANAGER_RENDER_DIR": str(tmp_path / "rendered"),
+        **env,
+    }
+    return run([shell, str(AM_RENDER), "--render-only"], env=environment)
+
+
+CHAT_ENV = {
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+    "TELEGRAM_BOT_TOKEN": "123456789:AAH-example_token",
+    "TELEGRAM_CHAT_ID": "-1001234567890",
+}
+
+
+@pytest.fixture(params=["as-is", "native", "chat-enabled"])
+def alertmanager_config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The config as committed, as the native twin rewrites it, and as rendered with chat."""
+    if request.param == "as-is":
+        return AM_CONFIG
+    if request.param == "native":
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(native_rewrite(AM_CONFIG.read_text(encoding="utf-8")), encoding="utf-8")
+        return path
+    result = render_alertmanager(tmp_path, **CHAT_ENV)
+    assert_ok(result)
+    return Path(result.stdout.strip())
+
+
+def test_amtool_check_config(alertmanager_config: Path) -> None:
+    amtool = tool("amtool")
+    result = run([amtool, "check-config", str(alertmanager_config)])
+    assert_ok(result)
+    assert "SUCCESS" in result.stdout
+
+
+ROUTE_CASES = [
+    ({"severity": "page", "alertname": "ServiceDown", "service": "api-svc"}, "page"),
+    ({"severity": "page", "alertname": "HighErrorRate", "service": "processor-svc"}, "page"),
+    ({"severity": "page", "alertname": "PostgresDown", "service": "postgres"}, "page"),
+    ({"severity": "ticket", "alertname": "ServiceDown", "service": "loki"}, "ticket"),
+    ({"severity": "warning", "alertname": "HighLatency", "service": "api-svc"}, "warning"),
+    ({"alertname": "SomethingWithoutSeverity", "service": "api-svc"}, "default"),
+]
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    ROUTE_CASES,
+    ids=[f"{c[0].get('severity', 'none')}-{c[1]}" for c in ROUTE_CASES],
+)
+def test_amtool_routes(alertmanager_config: Path, labels: dict[str, str], receiver: str) -> None:
+    amtool = tool("amtool")
+    pairs = [f"{key}={value}" for key, value in labels.items()]
+    result = run(
+        [
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={alertmanager_config}",
+            f"--verify.receivers={receiver}",
+            *pairs,
+        ]
+    )
+    assert_ok(result)
+    assert result.stdout.strip() == receiver
+
+
+def test_every_rule_severity_has_its_receiver() -> None:
+    config = load_yaml(AM_CONFIG)
+    routed = {}
+    for route in config["route"]["routes"]:
+        match = re.fullmatch(r'severity="(\w+)"', route["matchers"][0])
+        assert match, route
+        routed[match[1]] = route["receiver"]
+    severities = {rule["labels"]["severity"] for rule in alert_rules()}
+    assert severities == SEVERITIES
+    assert routed == {severity: severity for severity in SEVERITIES}
+    assert config["route"]["group_by"] == ["alertname", "service"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert config["route"]["receiver"] == "default"
+    for receiver in receivers.values():  # the e2e test's webhook sees every notification
+        urls = [hook["url"] for hook in receiver.get("webhook_configs", [])]
+        assert urls == ["http://alert-webhook:5001/alerts"], receiver["name"]
+
+
+def test_render_enables_chat_receivers_only_when_configured(tmp_path: Path) -> None:
+    plain = render_alertmanager(tmp_path)
+    assert_ok(plain)
+    plain_config = load_yaml(Path(plain.stdout.strip()))
+    assert all(
+        "slack_configs" not in r and "telegram_configs" not in r for r in plain_config["receivers"]
+    )
+
+    chat = render_alertmanager(tmp_path, **CHAT_ENV)
+    assert_ok(chat)
+    rendered = Path(chat.stdout.strip())
+    receivers = {r["name"]: r for r in load_yaml(rendered)["receivers"]}
+    slack_file = tmp_path / "rendered" / "slack_api_url"
+    assert slack_file.read_text(encoding="utf-8") == CHAT_ENV["SLACK_WEBHOOK_URL"]
+    assert slack_file.stat().st_mode & 0o077 == 0, (
+        "the Slack URL file must not be group/world readable"
+    )
+    assert rendered.stat().st_mode & 0o077 == 0
+    assert CHAT_ENV["SLACK_WEBHOOK_URL"] not in rendered.read_text(encoding="utf-8")
+    assert [c["api_url_file"] for c in receivers["page"]["slack_configs"]] == [str(slack_file)]
+    assert [c["api_url_file"] for c in receivers["ticket"]["slack_configs"]] == [str(slack_file)]
+    telegram = receivers["page"]["telegram_configs"][0]
+    assert telegram["bot_token"] == CHAT_ENV["TELEGRAM_BOT_TOKEN"]
+    assert telegram["chat_id"] == int(CHAT_ENV["TELEGRAM_CHAT_ID"])
+    assert "telegram_configs" not in receivers["ticket"]
+    assert "slack_configs" not in receivers["warning"]
+    assert "telegram_configs" not in receivers["warning"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TELEGRAM_CHAT_ID": "12345"},
+        {"TELEGRAM_BOT_TOKEN": "123:abc"},
+        {"TELEGRAM_BOT_TOKEN": "123:abc|rm", "TELEGRAM_CHAT_ID": "1"},
+        {"TELEGRAM_BOT_TOKEN": "123:abc", "TELEGRAM_CHAT_ID": "12a"},
+        {"SLACK_WEBHOOK_URL": "http://hooks.slack.com/services/x"},
+    ],
+    ids=["chat-id-only", "token-only", "bad-token", "bad-chat-id", "slack-not-https"],
+)
+def test_render_rejects_bad_chat_settings(tmp_path: Path, env: dict[str, str]) -> None:
+    result = render_alertmanager(tmp_path, **env)
+    assert result.returncode == 64, result.stderr
+
+
+def test_render_drops_config_file_flag_and_execs(tmp_path: Path) -> None:
+    shell = tool("sh")
+    echo = tool("echo")
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "ALERTMANAGER_CONFIG_TEMPLATE": str(AM_CONFIG),
+        "ALERTMANAGER_RENDER_DIR": str(tmp_path / "rendered"),
+        "ALERTMANAGER_BIN": echo,
+    }
+    result = run(
+        [
+            shell,
+            str(AM_RENDER),
+            "--config.file=/etc/alertmanager/alertmanager.yml",
+            "--storage.path=/am",
+        ],
+        env=environment,
+    )
+    assert_ok(result)
+    assert result.stdout.split() == [
+        f"--config.file={tmp_path / 'rendered' / 'alertmanager.yml'}",
+        "--storage.path=/am",
+    ]
+
+
+@pytest.fixture
+def running_alertmanager(tmp_path: Path) -> Iterator[str]:
+    binary = tool("prometheus-alertmanager", "alertmanager")
+    port = free_port()
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(native_rewrite(AM_CONFIG.read_text(encoding="utf-8")), encoding="utf-8")
+    log = (tmp_path / "alertmanager.log").open("w")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/-/ready", timeout=1).close()  # noqa: S310
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(
+                        "alertmanager did not start:\n"
+                        + (tmp_path / "alertmanager.log").read_text()
+                    )
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_inhibition_servicedown_mutes_latency_and_errors_of_same_service(
+    running_alertmanager: str,
+) -> None:
+    def alert(name: str, service: str, severity: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "service": service, "severity": severity}}
+
+    http(
+        "POST",
+        f"{running_alertmanager}/api/v2/alerts",
+        [
+            alert("ServiceDown", "api-svc", "page"),
+            alert("HighLatency", "api-svc", "warning"),
+            alert("HighErrorRate", "api-svc", "page"),
+            alert("HighLatency", "processor-svc", "warning"),
+            alert("PostgresDown", "postgres", "page"),
+        ],
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = http("GET", f"{running_alertmanager}/api/v2/alerts")
+        state = {
+            (a["labels"]["alertname"], a["labels"]["service"]): bool(a["status"]["inhibitedBy"])
+            for a in alerts
+        }
+        if len(state) == 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert state == {
+        ("ServiceDown", "api-svc"): False,
+        ("HighLatency", "api-svc"): True,
+        ("HighErrorRate", "api-svc"): True,
+        ("HighLatency", "processor-svc"): False,
+        ("PostgresDown", "postgres"): False,
+    }
+
+
+# --------------------------------------------------------------------------- Loki, Tempo, Alloy
+
+
+def test_loki_config() -> None:
+    config = load_yaml(LOKI_CONFIG)
+    assert config["auth_enabled"] is False
+    assert config["server"]["http_listen_port"] == 3100
+    schema = config["schema_config"]["configs"][-1]
+    assert (schema["store"], schema["schema"], schema["object_store"]) == (
+        "tsdb",
+        "v13",
+        "filesystem",
+    )
+    assert schema["index"]["period"] == "24h", "retention needs a 24h index period"
+    assert "filesystem" in config["common"]["storage"]
+    limits = config["limits_config"]
+    assert limits["allow_structured_metadata"] is True
+    hours = int(re.fullmatch(r"(\d+)h", limits["retention_period"])[1])  # type: ignore[index]
+    assert hours >= 24, "Loki's minimum retention period is 24h"
+    compactor = config["compactor"]
+    assert compactor["retention_enabled"] is True
+    assert compactor["delete_request_store"] == "filesystem", (
+        "required when retention is enabled (Loki 3)"
+    )
+    assert "shared_store" not in compactor, "removed in Loki 3"
+
+
+def test_tempo_config() -> None:
+    config = load_yaml(TEMPO_CONFIG)
+    assert config["server"]["http_listen_port"] == 3200
+    protocols = config["distributor"]["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+    assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+    storage = config["storage"]["trace"]
+    assert storage["backend"] == "local"
+    assert storage["local"]["path"]
+    assert storage["wal"]["path"]
+    remote_write = config["metrics_generator"]["storage"]["remote_write"]
+    assert remote_write == [{"url": "http://prometheus:9090/api/v1/write", "send_exemplars": True}]
+    processors = config["overrides"]["defaults"]["metrics_generator"]["processors"]
+    assert set(processors) == {"service-graphs", "span-metrics"}
+    assert "metrics_generator_processors" not in config["overrides"], "legacy overrides format"
+
+
+def strip_alloy_comments(text: str) -> str:
+    """Remove // and /* */ comments outside string literals."""
+    out: list[str] = []
+    index, in_string = 0, False
+    while index < len(text):
+        char = text[index]
+        if in_string:
+            out.append(char)
+            if char == "\\":
+                out.append(text[index + 1])
+                index += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+            out.append(char)
+        elif text.startswith("//", index):
+            end = text.find("\n", index)
+            index = len(text) if end == -1 else end
+            continue
+        elif text.startswith("/*", index):
+            end = text.find("*/", index)
+            assert end != -1, "unterminated /* comment"
+            index = end + 2
+            continue
+        else:
+            out.append(char)
+        index += 1
+    assert not in_string, "unterminated string literal"
+    return "".join(out)
+
+
+def alloy_blocks(text: str) -> dict[str, str]:
+    """Top-level `component "label" { ... }` blocks of an Alloy file (comments stripped)."""
+    text = strip_alloy_comments(text)
+    blocks: dict[str, str] = {}
+    for match in re.finditer(r'^([a-z_.]+)\s+"([\w-]+)"\s*\{', text, flags=re.MULTILINE):
+        depth, index = 1, match.end()
+        in_string = False
+        while depth and index < len(text):
+            char = text[index]
+            if char == '"' and text[index - 1] != "\\":
+                in_string = not in_string
+            elif not in_string and char == "{":
+                depth += 1
+            elif not in_string and char == "}":
+                depth -= 1
+            index += 1
+        assert depth == 0, f"unbalanced braces in {match[1]} {match[2]}"
+        blocks[f"{match[1]}.{match[2]}"] = text[match.end() : index - 1]
+    return blocks
+
+
+def test_alloy_config() -> None:
+    blocks = alloy_blocks(ALLOY_CONFIG.read_text(encoding="utf-8"))
+    assert set(blocks) == {
+        "discovery.docker.containers",
+        "discovery.relabel.app_containers",
+        "loki.source.docker.app_containers",
+        "loki.process.json_logs",
+        "loki.write.loki",
+    }
+    assert (
+        'host             = "unix:///var/run/docker.sock"' in blocks["discovery.docker.containers"]
+    )
+    relabel = blocks["discovery.relabel.app_containers"]
+    assert "__meta_docker_container_label_com_docker_compose_service" in relabel
+    assert 'regex         = "api-svc|processor-svc|gateway"' in relabel
+    assert 'action        = "keep"' in relabel
+    source = blocks["loki.source.docker.app_containers"]
+    assert "targets          = discovery.relabel.app_containers.output" in source
+    assert "forward_to       = [loki.process.json_logs.receiver]" in source
+    process = blocks["loki.process.json_logs"]
+
+    def stage_keys(stage: str) -> set[str]:
+        body = re.search(stage + r"\s*\{(.*?)\n  \}", process, flags=re.DOTALL)
+        assert body, f"{stage} missing"
+        return set(re.findall(r"^\s*(\w+)\s*=", body[1], flags=re.MULTILINE)) - {
+            "expressions",
+            "values",
+        }
+
+    assert stage_keys(r"stage\.json") == {"level", "service", "trace_id", "request_id"}
+    assert stage_keys(r"stage\.labels") == {"service", "level"}
+    assert stage_keys(r"stage\.structured_metadata") == {"trace_id", "request_id"}
+    assert 'url = "http://loki:3100/loki/api/v1/push"' in blocks["loki.write.loki"]
+
+
+# --------------------------------------------------------------------------- Grafana
+
+
+def test_datasources_provisioning() -> None:
+    sources = datasources()
+    by_uid = {source["uid"]: source for source in sources}
+    assert set(by_uid) == DATASOURCE_UIDS
+    assert len({source["name"] for source in sources}) == len(sources)
+    expected = {
+        "prometheus": ("prometheus", "http://prometheus:9090"),
+        "loki": ("loki", "http://loki:3100"),
+        "tempo": ("tempo", "http://tempo:3200"),
+        "alertmanager": ("alertmanager", "http://alertmanager:9093"),
+    }
+    for uid, (kind, url) in expected.items():
+        assert (by_uid[uid]["type"], by_uid[uid]["url"]) == (kind, url)
+    assert [s["uid"] for s in sources if s.get("isDefault")] == ["prometheus"]
+
+    prom = by_uid["prometheus"]["jsonData"]
+    assert prom["exemplarTraceIdDestinations"][0] == {
+        "name": "traceID",  # the exemplar label Tempo's metrics-generator writes
+        "datasourceUid": "tempo",
+        "urlDisplayLabel": "Trace: $${__value.raw}",
+    }
+    derived = by_uid["loki"]["jsonData"]["derivedFields"]
+    assert derived[0]["matcherType"] == "label"
+    assert derived[0]["matcherRegex"] == "trace_id"
+    assert derived[0]["datasourceUid"] == "tempo"
+    tempo = by_uid["tempo"]["jsonData"]
+    assert tempo["tracesToLogsV2"]["datasourceUid"] == "loki"
+    assert tempo["tracesToMetrics"]["datasourceUid"] == "prometheus"
+    assert tempo["serviceMap"]["datasourceUid"] == "prometheus"
+    assert tempo["lokiSearch"]["datasourceUid"] == "loki"
+    assert by_uid["alertmanager"]["jsonData"]["implementation"] == "prometheus"
+
+
+def test_datasource_references_resolve() -> None:
+    def uids(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "datasourceUid":
+                    yield value
+                yield from uids(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from uids(item)
+
+    referenced = set(uids(datasources()))
+    assert referenced, "no cross-datasource links"
+    assert referenced <= DATASOURCE_UIDS
+
+
+def test_datasources_escape_grafana_variables() -> None:
+    """Grafana expands $VAR and ${VAR} in provisioning files: a literal `$` is written `$$`."""
+    text = re.sub(r"(?m)^\s*#.*$", "", DATASOURCES.read_text(encoding="utf-8"))
+    lone = [m.start() for m in re.finditer(r"(?<!\$)\$(?!\$)", text)]
+    assert not lone, f"unescaped $ at offsets {lone}"
+
+
+def test_dashboard_provider() -> None:
+    providers = load_yaml(DASHBOARD_PROVIDER)["providers"]
+    assert len(providers) == 1
+    provider = providers[0]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert sorted(DASHBOARDS_DIR.glob("*.json")), "no dashboard to provision"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(DASHBOARDS_DIR.glob("*.json")), ids=lambda p: str(p.relative_to(REPO_ROOT))
+)
+def test_dashboard_panels_reference_provisioned_datasources(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    names = {source["name"] for source in datasources()}
+    ids = [panel["id"] for panel in panels(dashboard)]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    problems = []
+    for panel in panels(dashboard):
+        where = f"panel {panel['id']} {panel.get('title')!r}"
+        if panel["type"] == "row":
+            continue
+        if not panel.get("description", "").strip():
+            problems.append(f"{where}: no description")
+        if panel["type"] == "alertlist":
+            # The alert list reads rules through a data source chosen by name.
+            if panel["options"].get("datasource") not in names:
+                problems.append(
+                    f"{where}: alert source {panel['options'].get('datasource')!r} not provisioned"
+                )
+            continue
+        if (panel.get("datasource") or {}).get("uid") not in DATASOURCE_UIDS:
+            problems.append(f"{where}: datasource {panel.get('datasource')} not provisioned")
+        targets = panel.get("targets", [])
+        if not any(str(t.get("expr", "")).strip() for t in targets):
+            problems.append(f"{where}: no target with an expression")
+        for target in targets:
+            uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
+            if uid not in DATASOURCE_UIDS:
+                problems.append(
+                    f"{where} target {target.get('refId')}: datasource {uid!r} not provisioned"
+                )
+        if panel["type"] in {"timeseries", "stat"} and not panel["fieldConfig"]["defaults"].get(
+            "unit"
+        ):
+            problems.append(f"{where}: no unit")
+    assert not problems, "\n".join(problems)
+
+
+def test_overview_dashboard_layout_and_variables() -> None:
+    dashboard = load_dashboard()
+    assert (dashboard["uid"], dashboard["title"]) == ("services-overview", "Services overview")
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    for name in ("service", "route", "instance"):
+        query = variables[name]["query"]
+        text = query["query"] if isinstance(query, dict) else query
+        assert text.startswith("label_values(app_http_requests_total"), name
+        assert variables[name]["datasource"]["uid"] == "prometheus"
+        # `.+`, not `.*`: Loki refuses selectors whose matchers all accept the empty string.
+        assert variables[name]["allValue"] == ".+"
+    assert variables["level"]["allValue"] == ".+"
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == [
+        "Traffic",
+        "Errors",
+        "Latency",
+        "Gateway (nginx)",
+        "Database (PostgreSQL)",
+        "Host (node exporter)",
+        "Logs",
+        "Alerts",
+    ]
+    types = {p["type"] for p in panels(dashboard)}
+    assert {"logs", "alertlist", "timeseries", "stat"} <= types
+    exprs = " ".join(t.get("expr", "") for p in panels(dashboard) for t in p.get("targets", []))
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert (
+            f"histogram_quantile({quantile}, sum by (le, service) (rate(app_http_request_duration"
+            in exprs
+        )
+    assert "[$__rate_interval]" in exprs
+    # Grid: inside 24 columns, no two panels overlapping.
+    cells: set[tuple[int, int]] = set()
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"panel {panel['title']!r} overlaps another one"
+                cells.add((x, y))

@@ -5,7 +5,8 @@ COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
 UV_RUN := uv run --frozen
 
-.PHONY: help up down logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
+PHONY_NATIVE := native-up native-down
+.PHONY: $(PHONY_NATIVE) help up down logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,6 +46,13 @@ unfix-search: .env ## Drop that index again, to measure before and after
 	text = open(".env.example").read(); \
 	sys.stdout.write(re.sub(r"^(\w*PASSWORD)=$$", lambda m: m[1] + "=" + secrets.token_hex(24), text, flags=re.M))' > .env
 	@echo "Created .env with random passwords (Grafana: see GRAFANA_ADMIN_PASSWORD in .env)."
+
+## --- The stack without Docker (native twin: same configs, OS packages, 127.0.0.1) ---
+native-up: deps ## Start the native stack; returns when every component is healthy
+	$(UV_RUN) stackctl up
+
+native-down: ## Stop every process native-up started (state stays in .stack/)
+	$(UV_RUN) stackctl down
 
 ## --- Development ---
 deps: ## Install what the tests need (Debian packages, uv) and the locked Python environment

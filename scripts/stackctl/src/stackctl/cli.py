@@ -1,1 +1,39 @@
-def main() -> None: ...
+"""``stackctl up|down|urls``: the native twin of the compose stack (see stackctl.native)."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from stackctl.addresses import REPO
+from stackctl.native import NativeStack
+from stackctl.processes import ComponentFailedError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "urls"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("STACK_DIR", REPO / ".stack")),
+        help="where configs, data, logs and pids live (default: $STACK_DIR or .stack/)",
+    )
+    args = parser.parse_args(argv)
+    stack = NativeStack(args.state_dir)
+    try:
+        if args.command == "up":
+            print(f"Starting the native stack in {stack.state.root}")
+            stack.up()
+        elif args.command == "down":
+            stack.down()
+            return
+    except ComponentFailedError as exc:
+        print(f"stackctl: {exc}", file=sys.stderr)
+        sys.exit(1)
+    for name, url in stack.urls().items():
+        print(f"  {name:<26} {url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,45 @@ class ServiceProcess:
         return self.proc.returncode
 
 
+def spawn(
+    name: str,
+    argv: list[str],
+    *,
+    log_path: Path,
+    env: dict[str, str],
+    health_url: str | None,
+    timeout: float = 30,
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """Start ``argv`` in a session of its own (so it outlives us and can be stopped as a group)
+    and wait until ``health_url`` answers 200."""
+    log = log_path.open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - argv built by the caller from fixed parts
+        argv,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    port = int(urllib.parse.urlsplit(health_url).port or 0) if health_url else 0
+    service = ServiceProcess(name=name, port=port, log_path=log_path, proc=proc, _log=log)
+    if health_url is None:
+        return service
+    try:
+        wait_http_ok(health_url, timeout, proc)
+    except ComponentFailedError as exc:
+        service.stop()
+        raise ComponentFailedError(f"{name}: {exc}\n{log_tail(log_path)}") from None
+    return service
+
+
+def gunicorn_argv(app: str) -> list[str]:
+    """How both services run, here as in their images."""
+    return [sys.executable, "-m", "gunicorn", app, "-c", "python:instrumentation.gunicorn_conf"]
+
+
 def start_service(
     app: str,
     *,
@@ -84,27 +124,19 @@ def start_service(
     cwd: Path | None = None,
 ) -> ServiceProcess:
     """``gunicorn <app> -c python:instrumentation.gunicorn_conf`` on 127.0.0.1:<port>."""
-    full_env = {
-        **os.environ,
+    service_env = {
         "SERVICE_NAME": name,
         "PORT": str(port),
         "BIND_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": str(workers),
         **env,
     }
-    log = log_path.open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "gunicorn", app, "-c", "python:instrumentation.gunicorn_conf"],
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    return spawn(
+        name,
+        gunicorn_argv(app),
+        log_path=log_path,
+        env=service_env,
+        health_url=f"http://127.0.0.1:{port}/health",
+        timeout=timeout,
         cwd=cwd,
-        start_new_session=True,
     )
-    service = ServiceProcess(name=name, port=port, log_path=log_path, proc=proc, _log=log)
-    try:
-        wait_http_ok(service.url("/health"), timeout, proc)
-    except ComponentFailedError as exc:
-        service.stop()
-        raise ComponentFailedError(f"{name}: {exc}\n{log_tail(log_path)}") from None
-    return service

@@ -1,0 +1,96 @@
+"""The one difference between the compose stack and its native twin: addresses.
+
+Every config file is written for compose and names other components as
+``<compose service>:<port>``; the gateway listens on a bare ``listen <port>``. The native twin
+runs copies of those files in which each such address becomes ``127.0.0.1:<port>``, the port
+unchanged unless the environment overrides it (``GATEWAY_PORT``, ``PROMETHEUS_PORT``). Nothing
+else in a file changes; ``tests/native/test_config_parity.py`` proves it.
+"""
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[4]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+LOOPBACK = "127.0.0.1"
+
+# The config trees the native twin renders, relative to the repository root.
+CONFIG_DIRS = (
+    "gateway",
+    "observability/prometheus",
+    "observability/alertmanager",
+    "observability/loki",
+    "observability/tempo",
+    "observability/alloy",
+    "observability/grafana",
+)
+
+# Environment overrides of a component's port: (compose service, port) -> variable.
+PORT_OVERRIDES = {("gateway", 8080): "GATEWAY_PORT", ("prometheus", 9090): "PROMETHEUS_PORT"}
+
+_LISTEN = re.compile(r"^(?P<indent>\s*listen\s+)(?P<port>\d{2,5})\b", re.MULTILINE)
+
+
+@cache
+def compose_services() -> tuple[str, ...]:
+    """The service names of docker-compose.yml, longest first (so no name shadows another)."""
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return tuple(sorted(services, key=len, reverse=True))
+
+
+def _address_pattern() -> re.Pattern[str]:
+    names = "|".join(re.escape(name) for name in compose_services())
+    return re.compile(rf"(?<![\w.-])(?P<host>{names}):(?P<port>\d{{2,5}})\b")
+
+
+def native_port(service: str, port: int, env: Mapping[str, str] | None = None) -> int:
+    variable = PORT_OVERRIDES.get((service, port))
+    value = (env if env is not None else os.environ).get(variable or "", "")
+    return int(value) if value else port
+
+
+def render_text(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` with every compose address replaced by its native one."""
+
+    def address(match: re.Match[str]) -> str:
+        return f"{LOOPBACK}:{native_port(match['host'], int(match['port']), env)}"
+
+    def listen(match: re.Match[str]) -> str:
+        return f"{match['indent']}{LOOPBACK}:{native_port('gateway', int(match['port']), env)}"
+
+    return _LISTEN.sub(listen, _address_pattern().sub(address, text))
+
+
+def render_tree(source: Path, target: Path, env: Mapping[str, str] | None = None) -> None:
+    """Copy ``source`` to ``target``, rendering every text file (modes kept)."""
+    if target.exists():
+        shutil.rmtree(target)
+    for path in sorted(source.rglob("*")):
+        if "node_modules" in path.parts:
+            continue
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            destination.write_text(render_text(path.read_text(), env))
+        except UnicodeDecodeError:
+            shutil.copyfile(path, destination)
+        shutil.copymode(path, destination)
+
+
+def render_configs(target: Path, env: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Render every config tree under ``target``; returns repo-relative dir -> rendered dir."""
+    rendered = {}
+    for relative in CONFIG_DIRS:
+        destination = target / relative
+        render_tree(REPO / relative, destination, env)
+        rendered[relative] = destination
+    return rendered

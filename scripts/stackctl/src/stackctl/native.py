@@ -1,0 +1,448 @@
+"""The native twin: the compose stack from OS packages, on 127.0.0.1, with the same configs.
+
+``stackctl up`` starts, in order, PostgreSQL (as an unprivileged user when we are root), the
+migrate/seed step, the alert receiver, both services under gunicorn, nginx, Prometheus,
+Alertmanager and the three exporters, each waited on until healthy; Grafana, Loki, Tempo and
+Alloy only when their binaries are on PATH. ``stackctl down`` stops exactly what ``up`` started
+(recorded with each process's start time, so a recycled pid is never signalled). Everything
+lives in one state directory (``STACK_DIR``, default ``.stack/``) that can be deleted.
+"""
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stackctl.addresses import REPO, native_port, render_configs
+from stackctl.ports import port_is_free
+from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
+from stackctl.processes import (
+    ComponentFailedError,
+    gunicorn_argv,
+    log_tail,
+    spawn,
+    wait_http_ok,
+)
+
+DB_NAME = "messages"
+OWNER = "messages_owner"
+READER = "api_reader"
+OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass
+class StackState:
+    """What lives in the state directory: rendered configs, data, logs, secrets, pids."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def pids_file(self) -> Path:
+        return self.root / "pids.json"
+
+    def secrets(self) -> dict[str, str]:
+        """Passwords, made once per state directory (kept 0600)."""
+        path = self.root / "secrets.json"
+        if path.exists():
+            loaded: dict[str, str] = json.loads(path.read_text())
+            return loaded
+        values = {name: secrets.token_hex(16) for name in ("superuser", "owner", "reader")}
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
+        return values
+
+    def recorded(self) -> list[dict[str, Any]]:
+        if not self.pids_file.exists():
+            return []
+        entries: list[dict[str, Any]] = json.loads(self.pids_file.read_text())
+        return entries
+
+    def record(self, name: str, pid: int) -> None:
+        entries = [*self.recorded(), {"name": name, "pid": pid, "ticks": _start_ticks(pid)}]
+        self.pids_file.write_text(json.dumps(entries, indent=1))
+
+    def forget(self) -> None:
+        self.pids_file.unlink(missing_ok=True)
+
+
+@dataclass
+class Ports:
+    """Where each component listens natively: the compose port unless overridden."""
+
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def __post_init__(self) -> None:
+        self.gateway = native_port("gateway", 8080, self.env)
+        self.prometheus = native_port("prometheus", 9090, self.env)
+        self.postgres = int(self.env.get("PG_PORT", "5432"))
+
+
+def _url(port: int, path: str = "") -> str:
+    return f"http://127.0.0.1:{port}{path}"
+
+
+class NativeStack:
+    def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.state = StackState(state_dir.resolve())
+        self.env = dict(os.environ if env is None else env)
+        self.ports = Ports(self.env)
+        self.timeout = float(self.env.get("STACK_TIMEOUT", "60"))
+        self.report: Callable[[str], None] = print
+
+    # --- up -----------------------------------------------------------------------------
+    def up(self) -> None:
+        if self.state.recorded():
+            raise ComponentFailedError(
+                f"a native stack already runs from {self.state.root}: `make native-down` first"
+            )
+        for directory in (self.state.root, self.state.logs, self.state.run, self.state.data):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._check_ports_free()
+        render_configs(self.state.config, self.env)
+        try:
+            self._start_all()
+        except BaseException:
+            self.down()
+            raise
+
+    def _check_ports_free(self) -> None:
+        ports = {
+            "postgres": self.ports.postgres, "api-svc": 8000, "processor-svc": 8001,
+            "gateway": self.ports.gateway, "gateway status": 8081,
+            "prometheus": self.ports.prometheus, "alertmanager": 9093, "alert-webhook": 5001,
+            "node-exporter": 9100, "postgres-exporter": 9187, "nginx-exporter": 9113,
+        }  # fmt: skip
+        taken = [f"{name} ({port})" for name, port in ports.items() if not port_is_free(port)]
+        if taken:
+            raise ComponentFailedError(f"ports already in use on 127.0.0.1: {', '.join(taken)}")
+
+    def _start_all(self) -> None:
+        cluster = self._start_postgres()
+        owner_url, reader_url = self._prepare_database(cluster)
+        self._run_migrate(owner_url, reader_url)
+        self._spawn(
+            "alert-webhook",
+            [sys.executable, str(REPO / "observability/alert-webhook/receiver.py"),
+             "--host", "127.0.0.1", "--port", "5001"],
+            health=_url(5001, "/health"),
+        )  # fmt: skip
+        tracing_endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": _url(4318)} if self._has("tempo") else {}
+        common = {"BIND_HOST": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1", **tracing_endpoint}
+        for name, app, port, root_path, extra in (
+            ("api-svc", "api_svc.main:app", 8000, "/api", {"DATABASE_URL": reader_url}),
+            ("processor-svc", "processor_svc.main:app", 8001, "/processor", {}),
+        ):
+            metrics_dir = self.state.run / f"{name}-metrics"
+            metrics_dir.mkdir(exist_ok=True)
+            self._spawn(
+                name,
+                gunicorn_argv(app),
+                health=_url(port, "/health"),
+                env={
+                    **common, **extra, "SERVICE_NAME": name, "PORT": str(port),
+                    "ROOT_PATH": root_path, "WEB_CONCURRENCY": self.env.get("WEB_CONCURRENCY", "2"),
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                },
+            )  # fmt: skip
+        self._start_gateway()
+        self._start_prometheus()
+        self._start_alertmanager()
+        self._start_exporters(cluster)
+        self._start_optional()
+
+    def _spawn(
+        self, name: str, argv: list[str], *, health: str | None, env: dict[str, str] | None = None
+    ) -> None:
+        log_path = self.state.logs / f"{name}.log"
+        started = spawn(
+            name, argv, log_path=log_path, env=env or {}, health_url=None, cwd=self.state.root
+        )
+        self.state.record(name, started.proc.pid)
+        if health is not None:
+            try:
+                wait_http_ok(health, self.timeout, started.proc)
+            except ComponentFailedError as exc:
+                raise ComponentFailedError(
+                    f"{name} did not become healthy: {exc}\n--- {log_path} (last lines) ---\n"
+                    f"{log_tail(log_path)}"
+                ) from None
+        self.report(f"  started {name}")
+
+    # --- PostgreSQL and the one-shot migrate step ------------------------------------------
+    def _cluster(self) -> PostgresCluster:
+        secrets_ = self.state.secrets()
+        return PostgresCluster(
+            base_dir=self.state.data / "postgres",
+            port=self.ports.postgres,
+            password=secrets_["superuser"],
+            bin_dir=find_pg_bin(),
+            run_as="postgres" if os.geteuid() == 0 else None,
+        )
+
+    def _start_postgres(self) -> PostgresCluster:
+        cluster = self._cluster()
+        if (cluster.data_dir / "PG_VERSION").exists():
+            cluster.start()
+        else:
+            cluster = create_cluster(cluster.base_dir, port=self.ports.postgres)
+            # create_cluster makes its own password: keep it for the next `up`.
+            values = self.state.secrets()
+            values["superuser"] = cluster.password
+            (self.state.root / "secrets.json").write_text(json.dumps(values))
+        self.state.record("postgres", _postmaster_pid(cluster))
+        self.report("  started postgres")
+        return cluster
+
+    def _prepare_database(self, cluster: PostgresCluster) -> tuple[str, str]:
+        """As in compose: the owner role and database, pg_stat_statements made by a superuser."""
+        values = self.state.secrets()
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OWNER,)).fetchone():
+                cluster.create_database(DB_NAME, OWNER, values["owner"])
+        cluster.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", DB_NAME)
+        return (
+            cluster.url(OWNER, values["owner"], DB_NAME),
+            cluster.url(READER, values["reader"], DB_NAME),
+        )
+
+    def _run_migrate(self, owner_url: str, reader_url: str) -> None:
+        log_path = self.state.logs / "migrate.log"
+        with log_path.open("ab") as log:
+            result = subprocess.run(
+                [sys.executable, "-m", "api_svc.db_setup", "setup"],
+                env={
+                    **self.env,
+                    "SERVICE_NAME": "api-svc",
+                    "TRACING_ENABLED": "false",
+                    "MIGRATION_DATABASE_URL": owner_url,
+                    "DATABASE_URL": reader_url,
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ComponentFailedError(
+                f"migrate failed ({result.returncode}):\n{log_tail(log_path)}"
+            )
+        self.report("  migrate done")
+
+    # --- gateway, Prometheus, Alertmanager, exporters --------------------------------------
+    def _start_gateway(self) -> None:
+        prefix = self.state.run / "gateway"
+        prefix.mkdir(exist_ok=True)
+        log_path = self.state.logs / "gateway.log"
+        log_path.touch()
+        if os.geteuid() == 0:
+            # Without a `user` directive a root master runs its workers as nobody, and they
+            # reopen /dev/stdout (this file) and need the prefix's temp dirs.
+            nobody = pwd.getpwnam("nobody")
+            for path in (prefix, log_path):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        conf = self.state.config / "gateway" / "nginx.conf"
+        # The access log is JSON on stdout; the error log (plain text) goes to its own file.
+        error_log = self.state.logs / "gateway-error.log"
+        self._spawn(
+            "gateway",
+            [_binary("nginx", "/usr/sbin/nginx"), "-p", f"{prefix}/", "-c", str(conf),
+             "-e", str(error_log), "-g", "daemon off;"],
+            health=_url(8081, "/health"),
+        )  # fmt: skip
+
+    def _start_prometheus(self) -> None:
+        config = self.state.config / "observability/prometheus/prometheus.yml"
+        self._spawn(
+            "prometheus",
+            [_binary("prometheus"), f"--config.file={config}",
+             f"--storage.tsdb.path={self.state.data / 'prometheus'}",
+             f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+             "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"],
+            health=_url(self.ports.prometheus, "/-/ready"),
+        )  # fmt: skip
+
+    def _start_alertmanager(self) -> None:
+        directory = self.state.config / "observability/alertmanager"
+        self._spawn(
+            "alertmanager",
+            ["sh", str(directory / "render-config.sh"),
+             f"--storage.path={self.state.data / 'alertmanager'}",
+             "--web.listen-address=127.0.0.1:9093", "--cluster.listen-address="],
+            health=_url(9093, "/-/ready"),
+            env={
+                "ALERTMANAGER_CONFIG_TEMPLATE": str(directory / "alertmanager.yml"),
+                "ALERTMANAGER_RENDER_DIR": str(self.state.run / "alertmanager"),
+                "ALERTMANAGER_BIN": _binary("prometheus-alertmanager", "alertmanager"),
+            },
+        )  # fmt: skip
+
+    def _start_exporters(self, cluster: PostgresCluster) -> None:
+        self._spawn(
+            "node-exporter",
+            [_binary("prometheus-node-exporter", "node_exporter"),
+             "--web.listen-address=127.0.0.1:9100"],
+            health=_url(9100, "/metrics"),
+        )  # fmt: skip
+        self._spawn(
+            "postgres-exporter",
+            [_binary("prometheus-postgres-exporter", "postgres_exporter"),
+             "--web.listen-address=127.0.0.1:9187"],
+            health=_url(9187, "/metrics"),
+            env={
+                "DATA_SOURCE_NAME": (
+                    f"postgresql://postgres:{cluster.password}@127.0.0.1:{cluster.port}/"
+                    f"{DB_NAME}?sslmode=disable"
+                )
+            },
+        )  # fmt: skip
+        self._spawn(
+            "nginx-exporter",
+            [_binary("prometheus-nginx-exporter", "nginx-prometheus-exporter"),
+             "-nginx.scrape-uri=http://127.0.0.1:8081/stub_status",
+             "-web.listen-address=127.0.0.1:9113"],
+            health=_url(9113, "/metrics"),
+        )  # fmt: skip
+
+    def _has(self, component: str) -> bool:
+        return shutil.which(OPTIONAL_BINARIES[component]) is not None
+
+    def _start_optional(self) -> None:
+        config = self.state.config / "observability"
+        commands = {
+            "loki": ([f"-config.file={config / 'loki/loki-config.yml'}"], _url(3100, "/ready")),
+            "tempo": ([f"-config.file={config / 'tempo/tempo.yml'}"], _url(3200, "/ready")),
+            "alloy": (
+                ["run", str(config / "alloy/config.alloy"),
+                 "--server.http.listen-addr=127.0.0.1:12345",
+                 f"--storage.path={self.state.data / 'alloy'}"],
+                _url(12345, "/-/ready"),
+            ),
+            "grafana": (
+                ["server", f"--homepath={self.env.get('GRAFANA_HOME', '/usr/share/grafana')}"],
+                _url(3000, "/api/health"),
+            ),
+        }  # fmt: skip
+        for name, (args, health) in commands.items():
+            binary = shutil.which(OPTIONAL_BINARIES[name])
+            if binary is None:
+                self.report(f"  not started: {name} (no `{OPTIONAL_BINARIES[name]}` on PATH)")
+                continue
+            self._spawn(name, [binary, *args], health=health)
+
+    # --- down ----------------------------------------------------------------------------
+    def down(self) -> None:
+        """Stop every recorded process (newest first) and nothing else."""
+        for entry in reversed(self.state.recorded()):
+            name, pid = entry["name"], int(entry["pid"])
+            if _start_ticks(pid) != entry["ticks"]:
+                continue  # gone already, or the pid now belongs to someone else
+            start = time.monotonic()
+            if name == "postgres":
+                self._cluster().stop("fast")
+            else:
+                _stop_group(pid)
+            self.report(f"  stopped {name} ({time.monotonic() - start:.1f} s)")
+        self.state.forget()
+
+    def urls(self) -> dict[str, str]:
+        gateway = _url(self.ports.gateway)
+        return {
+            "gateway": gateway,
+            "api-svc Swagger UI": f"{gateway}/api/docs",
+            "processor-svc Swagger UI": f"{gateway}/processor/docs",
+            "Prometheus": _url(self.ports.prometheus),
+            "Alertmanager": _url(9093),
+            "PostgreSQL": f"127.0.0.1:{self.ports.postgres} (database {DB_NAME})",
+            "logs": str(self.state.logs),
+        }
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        if found := shutil.which(name):
+            return found
+        if os.path.isabs(name) and os.access(name, os.X_OK):
+            return name
+    raise ComponentFailedError(f"not installed: {' or '.join(names)} (run scripts/install-deps)")
+
+
+def _postmaster_pid(cluster: PostgresCluster) -> int:
+    return int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def _stop_group(pid: int, timeout: float = 30) -> None:
+    """SIGTERM the process group (graceful everywhere here), SIGKILL what outlives ``timeout``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _running(pid):
+            return
+        time.sleep(0.05)
+    os.killpg(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child, so the group check above sees it gone."""
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@contextmanager
+def running_stack(state_dir: Path, env: dict[str, str] | None = None) -> Iterator[NativeStack]:
+    """``up`` on entry, ``down`` on exit (for tests and the benchmark)."""
+    stack = NativeStack(state_dir, env)
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()

@@ -123,6 +123,8 @@ class NativeStack:
         self.ports = Ports(self.env)
         self.timeout = float(self.env.get("STACK_TIMEOUT", "60"))
         self.report: Callable[[str], None] = print
+        # name -> (argv, health url, env): how to start a component again (fault tests).
+        self._specs: dict[str, tuple[list[str], str | None, dict[str, str]]] = {}
 
     # --- up -----------------------------------------------------------------------------
     def up(self) -> None:
@@ -189,6 +191,7 @@ class NativeStack:
         self, name: str, argv: list[str], *, health: str | None, env: dict[str, str] | None = None
     ) -> None:
         log_path = self.state.logs / f"{name}.log"
+        self._specs[name] = (argv, health, env or {})
         started = spawn(
             name, argv, log_path=log_path, env=env or {}, health_url=None, cwd=self.state.root
         )
@@ -380,6 +383,35 @@ class NativeStack:
                 _stop_group(pid)
             self.report(f"  stopped {name} ({time.monotonic() - start:.1f} s)")
         self.state.forget()
+
+    def pid(self, name: str) -> int:
+        """The running pid of a component this stack started."""
+        for entry in reversed(self.state.recorded()):
+            if entry["name"] == name and _start_ticks(int(entry["pid"])) == entry["ticks"]:
+                return int(entry["pid"])
+        raise ComponentFailedError(f"{name} is not running")
+
+    def wait_stopped(self, name: str, timeout: float = 60) -> None:
+        pid = self.pid(name)
+        deadline = time.monotonic() + timeout
+        while _running(pid):
+            if time.monotonic() > deadline:
+                raise ComponentFailedError(f"{name} still runs after {timeout:.0f} s")
+            _reap(pid)
+            time.sleep(0.05)
+
+    def respawn(self, name: str) -> None:
+        """Start a stopped component again, as ``up`` did."""
+        argv, health, env = self._specs[name]
+        self._spawn(name, argv, health=health, env=env)
+
+    def stop_postgres(self) -> None:
+        self._cluster().stop("fast")
+
+    def start_postgres(self) -> None:
+        cluster = self._cluster()
+        cluster.start()
+        self.state.record("postgres", _postmaster_pid(cluster))
 
     def urls(self) -> dict[str, str]:
         gateway = _url(self.ports.gateway)

@@ -14,6 +14,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # A connection that died with a PostgreSQL restart is replaced before it is used.
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Read-only service: no BEGIN/ROLLBACK round trips around every single SELECT.
+        isolation_level="AUTOCOMMIT",
         connect_args={
             "connect_timeout": settings.db_connect_timeout_seconds,
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",

@@ -5,8 +5,7 @@ COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
 UV_RUN := uv run --frozen
 
-PHONY_NATIVE := native-up native-down
-.PHONY: $(PHONY_NATIVE) help up down logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
+.PHONY: help up down native-up native-down logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'

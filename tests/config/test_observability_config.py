@@ -1,10 +1,16 @@
 """Validation of the observability stack configuration (observability/, not instrumentation/).
 
 What runs here for real: promtool (check config, check rules, rule unit tests), amtool
-(check-config, routing tree), Debian's Alertmanager (inhibition), the PromQL and LogQL
-grammars of Prometheus and Grafana (npm, tests/config/grammar/). Loki, Tempo, Alloy and
-Grafana cannot run on this machine: their files are checked statically against the keys
+(check-config, routing tree), Debian's Alertmanager (inhibition), the PromQL, LogQL and
+TraceQL grammars of Prometheus and Grafana (npm, tests/config/grammar/). Loki, Tempo, Alloy
+and Grafana cannot run on this machine: their files are checked statically against the keys
 the stack relies on.
+
+Compose-only dashboard panels: a panel whose `description` contains "(compose only)" needs a
+component the native twin does not run (Loki, Tempo and its span metrics, postgres-exporter's
+pg_stat_statements collector). Every other Prometheus query of the dashboard must evaluate and
+return data on the native stack; `native_prometheus_queries()` lists exactly those (the native
+end-to-end test evaluates them), COMPOSE_ONLY_PANELS says why each marked panel is skipped.
 
 Every config is also checked after the native twin's only rewrite (`<compose-service>:<port>`
 -> `127.0.0.1:<port>`). A missing tool makes the tests that need it fail, never skip.
@@ -23,6 +29,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +38,8 @@ from typing import Any
 import pytest
 import yaml
 
+from stackctl import dashboards
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OBS = REPO_ROOT / "observability"
 PROM_DIR = OBS / "prometheus"
@@ -38,7 +47,10 @@ PROM_CONFIG = PROM_DIR / "prometheus.yml"
 RULES_DIR = PROM_DIR / "rules"
 ALERTS_FILE = RULES_DIR / "alerts.yml"
 RECORDING_FILE = RULES_DIR / "recording.yml"
+SLO_FILE = RULES_DIR / "slo.yml"
 RULE_TESTS = PROM_DIR / "tests" / "alerts_test.yml"
+SLO_RULE_TESTS = PROM_DIR / "tests" / "slo_test.yml"
+RULE_TEST_FILES = (RULE_TESTS, SLO_RULE_TESTS)
 AM_DIR = OBS / "alertmanager"
 AM_CONFIG = AM_DIR / "alertmanager.yml"
 AM_RENDER = AM_DIR / "render-config.sh"
@@ -54,7 +66,27 @@ GRAMMAR_DIR = Path(__file__).resolve().parent / "grammar"
 
 RUNBOOK_BASE = "https://github.com/example/fastapi-observability-stack/blob/main/README.md"
 SEVERITIES = {"page", "ticket", "warning"}
-ALERT_NAMES = {"ServiceDown", "PostgresDown", "HighLatency", "HighErrorRate"}
+ALERT_NAMES = {
+    "ServiceDown",
+    "PostgresDown",
+    "HighLatency",
+    "HighErrorRate",
+    "HostHighCpuUsage",
+    "HostHighMemoryUsage",
+    "HostHighDiskUsage",
+    "SLOAvailabilityFastBurn",
+    "SLOAvailabilitySlowBurn",
+    "SLOLatencyFastBurn",
+    "SLOLatencySlowBurn",
+}
+SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+# Multi-window multi-burn-rate pairs (SRE workbook): alert -> {(long, short, burn rate)}.
+BURN_RATE_PAIRS = {
+    "FastBurn": {("1h", "5m", 14.4), ("6h", "30m", 6.0)},
+    "SlowBurn": {("1d", "2h", 3.0), ("3d", "6h", 1.0)},
+}
+# Bucket boundaries of the services' histograms (contract).
+HISTOGRAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 DATASOURCE_UIDS = {"prometheus", "loki", "tempo", "alertmanager"}
 
 # Compose service names that config files may address as `<name>:<port>` (contract). The
@@ -98,7 +130,8 @@ COMPOSE_ONLY_JOBS = {
 
 # Metric names the dashboard and the rules may use: the services' own (contract), and the
 # exporters' as exposed by Debian's node exporter 1.5 / postgres exporter 0.11 / nginx
-# exporter 0.11 (checked against running binaries) and by their current compose versions.
+# exporter 0.11 (checked against running binaries) and by their current compose versions
+# (NATIVE_EXPORTER_METRICS), plus those that exist in compose only (COMPOSE_ONLY_METRICS).
 APP_METRICS = {
     "app_http_requests_total",
     "app_http_request_duration_seconds_bucket",
@@ -113,7 +146,7 @@ APP_METRICS = {
     "app_message_search_duration_seconds_count",
     "app_processed_payload_bytes_total",
 }
-EXPORTER_METRICS = {
+NATIVE_EXPORTER_METRICS = {
     "up",
     "ALERTS",
     "nginx_up",
@@ -134,8 +167,6 @@ EXPORTER_METRICS = {
     "pg_stat_database_temp_files",
     "pg_database_size_bytes",
     "pg_settings_max_connections",
-    "pg_stat_statements_seconds_total",  # --collector.stat_statements (compose only)
-    "pg_stat_statements_calls_total",
     "node_cpu_seconds_total",
     "node_memory_MemAvailable_bytes",
     "node_memory_MemTotal_bytes",
@@ -143,9 +174,32 @@ EXPORTER_METRICS = {
     "node_filesystem_size_bytes",
     "node_network_receive_bytes_total",
     "node_network_transmit_bytes_total",
-    # Tempo metrics-generator (span metrics), compose only.
+}
+COMPOSE_ONLY_METRICS = {
+    # postgres-exporter --collector.stat_statements: Debian's 0.11 has no such collector.
+    "pg_stat_statements_seconds_total",
+    "pg_stat_statements_calls_total",
+    # Tempo's metrics-generator (span metrics, remote-written to Prometheus).
     "traces_spanmetrics_latency_bucket",
     "traces_spanmetrics_calls_total",
+}
+EXPORTER_METRICS = NATIVE_EXPORTER_METRICS | COMPOSE_ONLY_METRICS
+
+# The compose-only convention of the dashboards: the marker in a panel's description, and
+# every marked panel of services-overview.json with the reason it cannot run natively.
+COMPOSE_ONLY_MARKER = "(compose only)"
+COMPOSE_ONLY_PANELS = {
+    "Server span latency by route, exemplars link to traces": (
+        "traces_spanmetrics_* (with exemplars) come from Tempo's metrics-generator"
+    ),
+    "Slowest recent traces": "Tempo data source (TraceQL search)",
+    "Slowest statements (mean time per call)": (
+        "pg_stat_statements_* need postgres-exporter --collector.stat_statements "
+        "(not in Debian's 0.11)"
+    ),
+    "Log lines per second by level": "Loki data source",
+    "Error and warning lines": "Loki data source",
+    "Service logs": "Loki data source",
 }
 
 TOOL_TIMEOUT = 120
@@ -211,12 +265,40 @@ def config_files() -> list[Path]:
     return files
 
 
+def rule_files() -> list[Path]:
+    """Every rule file Prometheus loads (`rule_files: [rules/*.yml]`)."""
+    return sorted(RULES_DIR.glob("*.yml"))
+
+
+def all_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in rule_files()
+        for group in load_yaml(path)["groups"]
+        for rule in group["rules"]
+    ]
+
+
 def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml(ALERTS_FILE)["groups"] for rule in group["rules"]]
+    return [rule for rule in all_rules() if "alert" in rule]
 
 
 def recording_rules() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml(RECORDING_FILE)["groups"] for rule in group["rules"]]
+    return [rule for rule in all_rules() if "record" in rule]
+
+
+def rule_tests() -> list[dict[str, Any]]:
+    """The test cases of every promtool rule-test file."""
+    return [case for path in RULE_TEST_FILES for case in load_yaml(path)["tests"]]
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration such as `1m`, `75s`, `5m15s`, `1h` in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text)
+    assert parts, f"bad duration {text!r}"
+    assert "".join(n + u for n, u in parts) == text, f"bad duration {text!r}"
+    return sum(int(number) * units[unit] for number, unit in parts)
 
 
 def load_dashboard(path: Path = OVERVIEW) -> dict[str, Any]:
@@ -235,6 +317,7 @@ def grafana_to_plain(expr: str) -> str:
     expr = expr.replace("$$", "$")  # provisioning files escape `$` as `$$`
     expr = re.sub(r"\$\{__tags\}|\$__tags", 'service="api-svc"', expr)
     expr = re.sub(r"\$\{__trace\.traceId\}", "0af7651916cd43dd8448eb211c80319c", expr)
+    expr = re.sub(r"\$\{__field\.labels\.\w+\}", "api-svc", expr)
     expr = re.sub(r"\$\{?__(rate_interval|interval|auto|range)\}?", "1m", expr)
     return re.sub(r"\$\{\w+(?::\w+)?\}|\$\w+", ".+", expr)
 
@@ -247,7 +330,52 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def ds_lang(datasource: dict[str, Any] | None) -> str:
     uid = (datasource or {}).get("uid")
-    return {"prometheus": "promql", "loki": "logql"}.get(str(uid), "unknown")
+    return {"prometheus": "promql", "loki": "logql", "tempo": "traceql"}.get(str(uid), "unknown")
+
+
+def target_expr(target: dict[str, Any]) -> str:
+    """The query text of a panel target (`expr` for Prometheus/Loki, `query` for Tempo)."""
+    return str(target.get("expr") or target.get("query") or "")
+
+
+def is_compose_only(panel: dict[str, Any]) -> bool:
+    return COMPOSE_ONLY_MARKER in panel.get("description", "")
+
+
+def explore_panes(url: str) -> dict[str, Any]:
+    """The `panes` JSON of a Grafana Explore link (data links of the dashboard)."""
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.path == "/explore", url
+    params = urllib.parse.parse_qs(parsed.query)
+    assert params["schemaVersion"] == ["1"], url
+    panes: dict[str, Any] = json.loads(params["panes"][0])
+    return panes
+
+
+def data_links(panel: dict[str, Any]) -> list[dict[str, Any]]:
+    links: list[dict[str, Any]] = panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+    return links
+
+
+def native_prometheus_queries(path: Path = OVERVIEW) -> list[tuple[str, str]]:
+    """(id, expression as written) of every Prometheus query the native twin must answer
+    (the end-to-end tests evaluate exactly these, through the same function)."""
+    return dashboards.native_queries(path)
+
+
+def link_queries(stem: str, panel: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(id, language, plain expression) of the queries of a panel's Explore data links."""
+    return [
+        (
+            f"{stem}:panel{panel['id']}:link{index}:{query['refId']}",
+            ds_lang(query["datasource"]),
+            grafana_to_plain(target_expr(query)),
+        )
+        for index, link in enumerate(data_links(panel))
+        if link["url"].startswith("/explore")
+        for pane in explore_panes(link["url"]).values()
+        for query in pane["queries"]
+    ]
 
 
 def all_queries() -> list[tuple[str, str, str]]:
@@ -266,9 +394,10 @@ def all_queries() -> list[tuple[str, str, str]]:
                     (
                         f"{path.stem}:panel{panel['id']}:{target['refId']}",
                         lang,
-                        grafana_to_plain(target.get("expr", "")),
+                        grafana_to_plain(target_expr(target)),
                     )
                 )
+            queries.extend(link_queries(path.stem, panel))
         for variable in dashboard["templating"]["list"]:
             if variable["type"] != "query":
                 continue
@@ -293,9 +422,13 @@ def all_queries() -> list[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def grammar_results() -> dict[str, dict[str, Any]]:
-    """Parse every query once with the Lezer grammars (npm ci on first use)."""
+    """Parse every query once with the Lezer grammars (npm ci when a dependency is missing)."""
     node = tool("node", "nodejs")
-    if not (GRAMMAR_DIR / "node_modules").is_dir():
+    dependencies = json.loads((GRAMMAR_DIR / "package.json").read_text(encoding="utf-8"))
+    if not all(
+        (GRAMMAR_DIR / "node_modules" / name / "package.json").is_file()
+        for name in dependencies["dependencies"]
+    ):
         npm = tool("npm")
         assert_ok(run([npm, "ci", "--no-audit", "--no-fund"], cwd=GRAMMAR_DIR))
     items = [{"id": qid, "lang": lang, "expr": expr} for qid, lang, expr in all_queries()]
@@ -363,14 +496,6 @@ def test_config_files_address_components_by_compose_name() -> None:
     assert not offenders, "hard-coded local addresses:\n" + "\n".join(offenders)
 
 
-def test_no_histogram_bucket_matched_by_le_value() -> None:
-    """Prometheus 3 normalizes `le` ("1" -> "1.0"): never select buckets by their value."""
-    le_matcher = re.compile(r"""[{,]\s*le\s*(=|!=|=~|!~)\s*["']""")
-    exprs = [expr for _, lang, expr in all_queries() if lang == "promql"]
-    offenders = [expr for expr in exprs if le_matcher.search(expr)]
-    assert not offenders, f"`le` matched by value in: {offenders}"
-
-
 # --------------------------------------------------------------------------- Prometheus
 
 
@@ -413,30 +538,54 @@ def test_promtool_check_rules() -> None:
     assert_ok(run([promtool, "check", "rules", *files]))
 
 
-def test_promtool_rule_unit_tests() -> None:
+@pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_promtool_rule_unit_tests(path: Path) -> None:
     promtool = tool("promtool")
-    result = run([promtool, "test", "rules", str(RULE_TESTS.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
+    result = run([promtool, "test", "rules", str(path.relative_to(REPO_ROOT))], cwd=REPO_ROOT)
     assert_ok(result)
     assert "SUCCESS" in result.stdout + result.stderr
 
 
+def test_rule_tests_load_every_rule_file() -> None:
+    loaded = {
+        (path.parent / name).resolve()
+        for path in RULE_TEST_FILES
+        for name in load_yaml(path)["rule_files"]
+    }
+    assert loaded == {path.resolve() for path in rule_files()}
+
+
 def test_every_alert_is_unit_tested() -> None:
-    tests = load_yaml(RULE_TESTS)["tests"]
-    tested: dict[str, int] = {}
-    for case in tests:
-        for check in case.get("alert_rule_test", []):
-            tested.setdefault(check["alertname"], 0)
-            if check.get("exp_alerts"):
-                tested[check["alertname"]] += 1
+    """Each alert: a case where it fires, one where it must not, and its `for` boundary.
+
+    The boundary: in one test case, a check at most 1 minute before a firing check expects
+    nothing (pending only), so the rule's `for` is what holds the alert back.
+    """
     assert {rule["alert"] for rule in alert_rules()} == ALERT_NAMES
+    cases = rule_tests()
     for name in ALERT_NAMES:
-        assert tested.get(name, 0) >= 1, f"{name}: no test case where it fires"
         checks = [
-            c for case in tests for c in case.get("alert_rule_test", []) if c["alertname"] == name
+            check
+            for case in cases
+            for check in case.get("alert_rule_test", [])
+            if check["alertname"] == name
         ]
-        assert any(not c.get("exp_alerts") for c in checks), (
+        assert any(check.get("exp_alerts") for check in checks), f"{name}: never fires"
+        assert any(not check.get("exp_alerts") for check in checks), (
             f"{name}: no case where it must not fire"
         )
+        boundaries = []
+        for case in cases:
+            times = {
+                duration_seconds(c["eval_time"]): bool(c.get("exp_alerts"))
+                for c in case.get("alert_rule_test", [])
+                if c["alertname"] == name
+            }
+            boundaries += [
+                t for t, fires in times.items()
+                if fires and any(not f and 0 < t - u <= 60 for u, f in times.items())
+            ]  # fmt: skip
+        assert boundaries, f"{name}: no test of the `for` boundary"
 
 
 @pytest.mark.parametrize(
@@ -447,16 +596,126 @@ def test_alert_rule_metadata(index: int) -> None:
     name = rule["alert"]
     assert rule["labels"]["severity"] in SEVERITIES
     assert "for" in rule, f"{name}: alerts need a `for` duration"
+    assert duration_seconds(rule["for"]) >= 60, f"{name}: `for` below 1m cannot be tested at for-1m"
     annotations = rule["annotations"]
     assert annotations["summary"].strip()
     assert re.search(r"\{\{\s*\$value\s*\|\s*humanize\w*\s*\}\}", annotations["description"]), (
         f"{name}: description must show the humanized $value"
     )
     assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#runbook-{name.lower()}"
-    # Alertmanager groups and inhibits by `service`: either a label or kept by the expression.
-    assert "service" in rule["labels"] or re.search(r"\bby \([^)]*\bservice\b", rule["expr"]), (
-        f"{name}: no `service` label"
+    # Alertmanager groups and inhibits by `service`: a label, kept by the expression's
+    # aggregation, or carried by the SLO recording rules it reads (all `by (service)`).
+    assert (
+        "service" in rule["labels"]
+        or re.search(r"\bby \([^)]*\bservice\b", rule["expr"])
+        or re.search(r"\bslo:sli_error:ratio_rate\w+\{", rule["expr"])
+    ), f"{name}: no `service` label"
+
+
+# --------------------------------------------------------------------------- SLOs
+
+
+def slo_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(SLO_FILE)["groups"] for rule in group["rules"]]
+
+
+def test_slo_recording_rules_cover_every_window() -> None:
+    """slo:sli_error:ratio_rate<W>{slo, service} for each alert window and both SLOs."""
+    rules = slo_rules()
+    for slo in ("availability", "latency"):
+        for window in SLO_WINDOWS[1:]:
+            matching = [
+                r for r in rules
+                if r.get("record") == f"slo:sli_error:ratio_rate{window}"
+                and r.get("labels", {}).get("slo") == slo
+            ]  # fmt: skip
+            assert len(matching) == 1, f"{slo} {window}"
+            expr = matching[0]["expr"]
+            # Every range of the rule is its window, and the SLI keeps `service`.
+            assert set(re.findall(r"\[(\w+)\]", expr)) == {window}, f"{slo} {window}: {expr}"
+            assert "by (service)" in expr
+            assert 'route!~"/health|/ready"' in expr, f"{slo} {window}: probes must not count"
+        # 5m: from the recorded rates of both SLOs at once.
+        for record in ("slo:sli_requests:rate5m", "slo:sli_errors:rate5m"):
+            matching = [
+                r for r in rules
+                if r.get("record") == record and r.get("labels", {}).get("slo") == slo
+            ]  # fmt: skip
+            assert len(matching) == 1, f"{slo} {record}"
+            assert set(re.findall(r"\[(\w+)\]", matching[0]["expr"])) == {"5m"}
+    recorded = {r.get("record") for r in rules}
+    assert {f"slo:sli_error:ratio_rate{w}" for w in (*SLO_WINDOWS, "30d")} <= recorded
+    assert {"slo:objective:ratio", "slo:error_budget_remaining:ratio30d"} <= recorded
+
+
+def slo_objectives() -> dict[str, float]:
+    objectives = {}
+    for rule in slo_rules():
+        if rule.get("record") == "slo:objective:ratio":
+            match = re.fullmatch(r"vector\(([\d.]+)\)", rule["expr"].strip())
+            assert match, rule
+            objectives[rule["labels"]["slo"]] = float(match[1])
+    return objectives
+
+
+def test_slo_objectives() -> None:
+    assert slo_objectives() == {"availability": 0.999, "latency": 0.99}
+
+
+@pytest.mark.parametrize("slo", ["Availability", "Latency"])
+@pytest.mark.parametrize("speed", ["FastBurn", "SlowBurn"])
+def test_slo_alerts_are_multiwindow_multi_burn_rate(slo: str, speed: str) -> None:
+    """Workbook pairs: page 14.4x (1h and 5m) or 6x (6h and 30m); ticket 3x (1d and 2h) or 1x
+    (3d and 6h); the error budget in every comparison is 1 - the objective."""
+    (rule,) = [r for r in alert_rules() if r["alert"] == f"SLO{slo}{speed}"]
+    assert rule["labels"] == {
+        "severity": "page" if speed == "FastBurn" else "ticket",
+        "slo": slo.lower(),
+    }
+    terms = re.findall(
+        r'slo:sli_error:ratio_rate(\w+)\{slo="(\w+)"\} / ([\d.]+) > ([\d.]+)', rule["expr"]
     )
+    assert len(terms) == 4, rule["expr"]
+    budget = 1 - slo_objectives()[slo.lower()]
+    for _, label, divisor, _ in terms:
+        assert label == slo.lower()
+        assert float(divisor) == pytest.approx(budget)
+    pairs = {
+        (terms[i][0], terms[i + 1][0], float(terms[i][3]))
+        for i in (0, 2)
+        if terms[i][3] == terms[i + 1][3]
+    }
+    assert pairs == BURN_RATE_PAIRS[speed]
+    # Structure: (long and short) or (long and short).
+    assert re.fullmatch(
+        r"\(\s*[^()]+\band\b[^()]+\)\s*or\s*\(\s*[^()]+\band\b[^()]+\)", rule["expr"].strip()
+    )
+
+
+def test_bucket_le_matchers_accept_prometheus_2_and_3_spellings() -> None:
+    """Prometheus 3 normalizes `le` ("1" -> "1.0"); 2.x keeps the client's spelling.
+
+    A bucket may only be selected with a regex that accepts every spelling of the same
+    boundary (le=~"1(\\.0)?"), never with le="...".
+    """
+    matcher = re.compile(r"""[{,]\s*le\s*(=|!=|=~|!~)\s*(["'`])(.*?)\2""")
+    found = []
+    for qid, lang, expr in all_queries():
+        if lang != "promql":
+            continue
+        for op, _, value in matcher.findall(expr):
+            assert op == "=~", f"{qid}: le{op}{value!r} matches one spelling only"
+            pattern = re.compile(value.replace("\\\\", "\\"))
+            for bucket in HISTOGRAM_BUCKETS:
+                spellings = {f"{bucket:g}", repr(float(bucket))}  # Go / Python and Prometheus 3
+                matched = {bool(pattern.fullmatch(s)) for s in spellings}
+                assert len(matched) == 1, f"{qid}: le=~{value!r} matches only some of {spellings}"
+            found.append((qid, value))
+    # The latency SLI is the only bucket selection: the 1 s bucket.
+    assert found, "the latency SLI needs the le=~1 bucket"
+    for qid, value in found:
+        pattern = re.compile(value.replace("\\\\", "\\"))
+        assert [b for b in HISTOGRAM_BUCKETS if pattern.fullmatch(repr(float(b)))] == [1], qid
 
 
 def test_rules_and_dashboards_use_known_metrics(grammar_results: dict[str, dict[str, Any]]) -> None:
@@ -489,7 +748,7 @@ def test_dashboard_promql_passes_promtool(tmp_path: Path) -> None:
 @pytest.mark.parametrize("qid", [q[0] for q in all_queries()])
 def test_query_parses_with_grammar(qid: str, grammar_results: dict[str, dict[str, Any]]) -> None:
     result = grammar_results[qid]
-    assert result["lang"] in {"promql", "logql"}, f"{qid}: query on an unknown data source"
+    assert result["lang"] in {"promql", "logql", "traceql"}, f"{qid}: query on an unknown source"
     assert result["ok"], f"{qid}: {result['error']}"
 
 
@@ -535,20 +794,44 @@ def test_amtool_check_config(alertmanager_config: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+# Where every alert of the rules goes: (alertname, severity) -> receiver, with the labels the
+# rule gives it (service, slo). Any new alert or severity must be added here.
+EXPECTED_ROUTES: dict[tuple[str, str], tuple[str, dict[str, str]]] = {
+    ("ServiceDown", "page"): ("page", {"service": "api-svc"}),
+    ("ServiceDown", "ticket"): ("ticket", {"service": "loki"}),
+    ("PostgresDown", "page"): ("page", {"service": "postgres"}),
+    ("HighLatency", "warning"): ("warning", {"service": "api-svc", "route": "/message/{id}"}),
+    ("HighErrorRate", "page"): ("page", {"service": "processor-svc"}),
+    ("HostHighCpuUsage", "warning"): ("warning", {"service": "node"}),
+    ("HostHighMemoryUsage", "ticket"): ("ticket", {"service": "node"}),
+    ("HostHighDiskUsage", "ticket"): ("ticket", {"service": "node", "mountpoint": "/"}),
+    ("SLOAvailabilityFastBurn", "page"): ("page", {"service": "api-svc", "slo": "availability"}),
+    ("SLOAvailabilitySlowBurn", "ticket"): (
+        "ticket",
+        {"service": "api-svc", "slo": "availability"},
+    ),
+    ("SLOLatencyFastBurn", "page"): ("page", {"service": "processor-svc", "slo": "latency"}),
+    ("SLOLatencySlowBurn", "ticket"): ("ticket", {"service": "processor-svc", "slo": "latency"}),
+}
 ROUTE_CASES = [
-    ({"severity": "page", "alertname": "ServiceDown", "service": "api-svc"}, "page"),
-    ({"severity": "page", "alertname": "HighErrorRate", "service": "processor-svc"}, "page"),
-    ({"severity": "page", "alertname": "PostgresDown", "service": "postgres"}, "page"),
-    ({"severity": "ticket", "alertname": "ServiceDown", "service": "loki"}, "ticket"),
-    ({"severity": "warning", "alertname": "HighLatency", "service": "api-svc"}, "warning"),
-    ({"alertname": "SomethingWithoutSeverity", "service": "api-svc"}, "default"),
-]
+    ({"alertname": name, "severity": severity, **labels}, receiver)
+    for (name, severity), (receiver, labels) in sorted(EXPECTED_ROUTES.items())
+] + [({"alertname": "SomethingWithoutSeverity", "service": "api-svc"}, "default")]
+
+
+def test_routing_table_covers_every_alert_and_severity() -> None:
+    in_rules = {(rule["alert"], rule["labels"]["severity"]) for rule in alert_rules()}
+    assert in_rules == set(EXPECTED_ROUTES)
+    for rule in alert_rules():
+        _, labels = EXPECTED_ROUTES[(rule["alert"], rule["labels"]["severity"])]
+        static = {k: v for k, v in rule["labels"].items() if k != "severity" and "{{" not in v}
+        assert static.items() <= labels.items(), rule["alert"]
 
 
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     ROUTE_CASES,
-    ids=[f"{c[0].get('severity', 'none')}-{c[1]}" for c in ROUTE_CASES],
+    ids=[f"{c[0]['alertname']}-{c[0].get('severity', 'none')}" for c in ROUTE_CASES],
 )
 def test_amtool_routes(alertmanager_config: Path, labels: dict[str, str], receiver: str) -> None:
     amtool = tool("amtool")
@@ -700,39 +983,80 @@ def running_alertmanager(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def inhibition_state(base: str, alerts: list[dict[str, str]]) -> dict[tuple[str, ...], bool]:
+    """Post alerts to a running Alertmanager; (alertname, service[, slo]) -> inhibited?"""
+    http("POST", f"{base}/api/v2/alerts", [{"labels": labels} for labels in alerts])
+
+    def key(labels: dict[str, str]) -> tuple[str, ...]:
+        slo = (labels["slo"],) if "slo" in labels else ()
+        return (labels["alertname"], labels["service"], *slo)
+
+    deadline = time.monotonic() + 10
+    while True:
+        state = {
+            key(a["labels"]): bool(a["status"]["inhibitedBy"])
+            for a in http("GET", f"{base}/api/v2/alerts")
+        }
+        if len(state) == len(alerts) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
+
+
 def test_inhibition_servicedown_mutes_latency_and_errors_of_same_service(
     running_alertmanager: str,
 ) -> None:
-    def alert(name: str, service: str, severity: str) -> dict[str, Any]:
-        return {"labels": {"alertname": name, "service": service, "severity": severity}}
+    def alert(name: str, service: str, severity: str, **extra: str) -> dict[str, str]:
+        return {"alertname": name, "service": service, "severity": severity, **extra}
 
-    http(
-        "POST",
-        f"{running_alertmanager}/api/v2/alerts",
+    state = inhibition_state(
+        running_alertmanager,
         [
             alert("ServiceDown", "api-svc", "page"),
             alert("HighLatency", "api-svc", "warning"),
             alert("HighErrorRate", "api-svc", "page"),
+            alert("SLOLatencyFastBurn", "api-svc", "page", slo="latency"),
+            alert("SLOAvailabilitySlowBurn", "api-svc", "ticket", slo="availability"),
             alert("HighLatency", "processor-svc", "warning"),
             alert("PostgresDown", "postgres", "page"),
         ],
     )
-    deadline = time.monotonic() + 10
-    while True:
-        alerts = http("GET", f"{running_alertmanager}/api/v2/alerts")
-        state = {
-            (a["labels"]["alertname"], a["labels"]["service"]): bool(a["status"]["inhibitedBy"])
-            for a in alerts
-        }
-        if len(state) == 5 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
     assert state == {
         ("ServiceDown", "api-svc"): False,
         ("HighLatency", "api-svc"): True,
         ("HighErrorRate", "api-svc"): True,
+        ("SLOLatencyFastBurn", "api-svc", "latency"): True,
+        ("SLOAvailabilitySlowBurn", "api-svc", "availability"): True,
         ("HighLatency", "processor-svc"): False,
         ("PostgresDown", "postgres"): False,
+    }
+
+
+def test_inhibition_fast_burn_mutes_slow_burn_of_same_slo_and_service(
+    running_alertmanager: str,
+) -> None:
+    def alert(name: str, service: str, slo: str) -> dict[str, str]:
+        severity = "page" if name.endswith("FastBurn") else "ticket"
+        return {"alertname": name, "service": service, "slo": slo, "severity": severity}
+
+    state = inhibition_state(
+        running_alertmanager,
+        [
+            alert("SLOAvailabilityFastBurn", "api-svc", "availability"),
+            alert("SLOAvailabilitySlowBurn", "api-svc", "availability"),
+            # Another SLO of the same service, the same SLO of another service: not muted.
+            alert("SLOLatencySlowBurn", "api-svc", "latency"),
+            alert("SLOAvailabilitySlowBurn", "processor-svc", "availability"),
+            alert("SLOLatencyFastBurn", "processor-svc", "latency"),
+            alert("SLOLatencySlowBurn", "processor-svc", "latency"),
+        ],
+    )
+    assert state == {
+        ("SLOAvailabilityFastBurn", "api-svc", "availability"): False,
+        ("SLOAvailabilitySlowBurn", "api-svc", "availability"): True,
+        ("SLOLatencySlowBurn", "api-svc", "latency"): False,
+        ("SLOAvailabilitySlowBurn", "processor-svc", "availability"): False,
+        ("SLOLatencyFastBurn", "processor-svc", "latency"): False,
+        ("SLOLatencySlowBurn", "processor-svc", "latency"): True,
     }
 
 
@@ -961,7 +1285,7 @@ def test_dashboard_panels_reference_provisioned_datasources(path: Path) -> None:
         if (panel.get("datasource") or {}).get("uid") not in DATASOURCE_UIDS:
             problems.append(f"{where}: datasource {panel.get('datasource')} not provisioned")
         targets = panel.get("targets", [])
-        if not any(str(t.get("expr", "")).strip() for t in targets):
+        if not any(target_expr(t).strip() for t in targets):
             problems.append(f"{where}: no target with an expression")
         for target in targets:
             uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
@@ -969,10 +1293,12 @@ def test_dashboard_panels_reference_provisioned_datasources(path: Path) -> None:
                 problems.append(
                     f"{where} target {target.get('refId')}: datasource {uid!r} not provisioned"
                 )
-        if panel["type"] in {"timeseries", "stat"} and not panel["fieldConfig"]["defaults"].get(
-            "unit"
-        ):
-            problems.append(f"{where}: no unit")
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        if panel["type"] in {"timeseries", "stat"}:
+            if not defaults.get("unit"):
+                problems.append(f"{where}: no unit")
+            if not defaults.get("thresholds", {}).get("steps"):
+                problems.append(f"{where}: no thresholds")
     assert not problems, "\n".join(problems)
 
 
@@ -998,16 +1324,40 @@ def test_overview_dashboard_layout_and_variables() -> None:
         "Host (node exporter)",
         "Logs",
         "Alerts",
+        "SLO",
     ]
+    # A live demo: refresh every 10 s, the last 15 minutes.
+    assert dashboard["refresh"] == "10s"
+    assert dashboard["time"] == {"from": "now-15m", "to": "now"}
     types = {p["type"] for p in panels(dashboard)}
-    assert {"logs", "alertlist", "timeseries", "stat"} <= types
-    exprs = " ".join(t.get("expr", "") for p in panels(dashboard) for t in p.get("targets", []))
+    assert {"logs", "alertlist", "timeseries", "stat", "table", "heatmap"} <= types
+    exprs = " ".join(target_expr(t) for p in panels(dashboard) for t in p.get("targets", []))
     for quantile in ("0.5", "0.95", "0.99"):
-        assert (
-            f"histogram_quantile({quantile}, sum by (le, service) (rate(app_http_request_duration"
-            in exprs
-        )
+        for by in ("le, service", "le, service, route"):
+            assert (
+                f"histogram_quantile({quantile}, sum by ({by}) (rate(app_http_request_duration"
+                "_seconds_bucket{" in exprs
+            ), (quantile, by)
     assert "[$__rate_interval]" in exprs
+    for needle in (
+        "app_http_requests_in_flight",
+        'status=~"4.."',
+        'status=~"5.."',
+        "app_exceptions_total",
+        "nginx_http_requests_total",
+        "nginx_connections_active",
+        "pg_stat_database_numbackends",
+        "pg_stat_database_xact_commit",
+        "pg_stat_statements_seconds_total",
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_filesystem_avail_bytes",
+        "node_network_receive_bytes_total",
+        "ALERTS",
+        "slo:error_budget_remaining:ratio30d",
+        'level=~"warning|error|critical"',
+    ):
+        assert needle in exprs, needle
     # Grid: inside 24 columns, no two panels overlapping.
     cells: set[tuple[int, int]] = set()
     for panel in panels(dashboard):
@@ -1017,3 +1367,137 @@ def test_overview_dashboard_layout_and_variables() -> None:
             for y in range(grid["y"], grid["y"] + grid["h"]):
                 assert (x, y) not in cells, f"panel {panel['title']!r} overlaps another one"
                 cells.add((x, y))
+
+
+def panel_by_title(title: str) -> dict[str, Any]:
+    (panel,) = [
+        p for p in panels(load_dashboard()) if p["type"] != "row" and p.get("title") == title
+    ]
+    return panel
+
+
+def test_compose_only_panels_are_marked_and_listed() -> None:
+    """The convention the native end-to-end test relies on (see native_prometheus_queries).
+
+    A panel is compose-only when its description contains "(compose only)". It must be so
+    when it queries Loki or Tempo or a compose-only metric, and a marked panel must not hide
+    a query the native twin could answer.
+    """
+    dashboard = load_dashboard()
+    marked = {p["title"] for p in panels(dashboard) if is_compose_only(p)}
+    assert marked == set(COMPOSE_ONLY_PANELS)
+    grammar = {qid: lang for qid, lang, _ in all_queries()}
+    for panel in panels(dashboard):
+        if panel["type"] in {"row", "alertlist"}:
+            continue
+        langs = set()
+        compose_metrics = []
+        for target in panel.get("targets", []):
+            lang = ds_lang(target.get("datasource") or panel.get("datasource"))
+            langs.add(lang)
+            qid = f"{OVERVIEW.stem}:panel{panel['id']}:{target['refId']}"
+            assert grammar[qid] == lang
+            if lang == "promql":
+                used = set(re.findall(r"[a-zA-Z_:][\w:]*(?=\s*\{)", target_expr(target)))
+                compose_metrics.append(bool(used & COMPOSE_ONLY_METRICS))
+        needs_compose = bool(langs - {"promql"}) or any(compose_metrics)
+        assert is_compose_only(panel) == needs_compose, panel["title"]
+        if is_compose_only(panel) and "promql" in langs:
+            assert all(compose_metrics), f"{panel['title']}: a native query hides in it"
+
+
+def test_native_queries_use_only_what_the_native_stack_exposes(
+    grammar_results: dict[str, dict[str, Any]],
+) -> None:
+    recorded = {rule["record"] for rule in recording_rules()}
+    allowed = APP_METRICS | NATIVE_EXPORTER_METRICS | recorded
+    native = native_prometheus_queries()
+    assert len(native) >= 40, "the native end-to-end test would check too little"
+    ids = {f"{OVERVIEW.stem}:{qid}" for qid, _ in native}
+    for qid in ids:
+        result = grammar_results[qid]
+        assert result["lang"] == "promql", qid
+        assert set(result["metrics"]) <= allowed, (qid, set(result["metrics"]) - allowed)
+    # Substituted the way the end-to-end test does, each one is valid PromQL.
+    for _, expr in native:
+        plain = grafana_to_plain(expr)
+        assert "$" not in plain, plain
+
+
+def test_latency_panels_link_to_traces() -> None:
+    """Latency -> traces: exemplars on the span-metrics panel, data links on the route panel."""
+    sources = {source["uid"]: source for source in datasources()}
+    assert sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == (
+        "tempo"
+    )
+    span = panel_by_title("Server span latency by route, exemplars link to traces")
+    assert span["targets"]
+    assert all(t["exemplar"] is True for t in span["targets"])
+    assert all("traces_spanmetrics_latency_bucket" in t["expr"] for t in span["targets"])
+
+    route = panel_by_title("Latency p50 / p95 / p99 by route")
+    links = data_links(route)
+    assert len(links) == 2
+    for link in links:
+        (pane,) = explore_panes(link["url"]).values()
+        assert pane["datasource"] == "tempo"
+        assert pane["range"] == {"from": "${__from}", "to": "${__to}"}
+        (query,) = pane["queries"]
+        assert query["datasource"] == {"type": "tempo", "uid": "tempo"}
+        assert query["queryType"] == "traceql"
+        assert 'resource.service.name="${__field.labels.service}"' in query["query"]
+        assert 'span.http.route="${__field.labels.route}"' in query["query"]
+        assert "kind=server" in query["query"]
+
+    traces = panel_by_title("Slowest recent traces")
+    (target,) = traces["targets"]
+    assert (target["datasource"]["uid"], target["queryType"]) == ("tempo", "traceql")
+    assert 'resource.service.name=~"$service"' in target["query"]
+
+
+def threshold_values(panel: dict[str, Any]) -> set[float]:
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return {step["value"] for step in steps if step["value"] is not None}
+
+
+@pytest.mark.parametrize(
+    ("title", "values"),
+    [
+        ("Error ratio (5xx)", {0.05}),
+        ("Error ratio by service (4xx, 5xx)", {0.05}),
+        ("p99 latency", {1}),
+        ("Latency p50 / p95 / p99 by route", {1}),
+        ("Latency p50 / p95 / p99 by service", {1}),
+        ("CPU usage", {0.9}),
+        ("Memory usage", {0.9}),
+        ("Disk usage", {0.85}),
+        ("Error budget burn rate (1 h)", {6, 14.4}),
+        ("Error budget remaining (30 days)", {0}),
+    ],
+)
+def test_panel_thresholds_match_the_alerts(title: str, values: set[float]) -> None:
+    assert values <= threshold_values(panel_by_title(title))
+
+
+def test_disk_panel_and_alert_select_the_same_filesystems() -> None:
+    (rule,) = [r for r in alert_rules() if r["alert"] == "HostHighDiskUsage"]
+    selectors = set(re.findall(r"node_filesystem_\w+\{([^}]*)\}", rule["expr"]))
+    (target,) = panel_by_title("Disk usage")["targets"]
+    assert set(re.findall(r"node_filesystem_\w+\{([^}]*)\}", target["expr"])) == selectors
+    (selector,) = selectors
+    fstype = re.search(r'fstype=~"([^"]+)"', selector)
+    assert fstype, "filter on a list of real filesystem types"
+    for kind in ("ext4", "xfs", "btrfs", "overlay"):
+        assert re.fullmatch(fstype[1], kind), kind
+    for kind in ("tmpfs", "devtmpfs", "squashfs", "proc"):
+        assert not re.fullmatch(fstype[1], kind), kind
+
+
+def test_logs_row_counts_warnings_and_errors() -> None:
+    panel = panel_by_title("Error and warning lines")
+    (target,) = panel["targets"]
+    assert target["datasource"]["uid"] == "loki"
+    assert target["expr"].startswith("sum by (service, level) (count_over_time({")
+    assert 'service=~"$service"' in target["expr"]
+    logs = panel_by_title("Service logs")
+    assert logs["targets"][0]["expr"] == '{service=~"$service", level=~"$level"}'

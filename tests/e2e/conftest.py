@@ -2,9 +2,10 @@
 
 import asyncio
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from stackctl.native import NativeStack, running_stack
+from stackctl.testing import drive, until
 
 # Every e2e test is bounded; the session fixture starts and stops everything itself.
 pytestmark = pytest.mark.e2e
@@ -23,8 +25,12 @@ def stack() -> Iterator[NativeStack]:
     state = Path(tempfile.mkdtemp(prefix="e2e-stack-"))
     state.chmod(0o711)
     env = {**os.environ, "SEED_ROWS": os.environ.get("SEED_ROWS", "200000")}
-    with running_stack(state, env) as native:
-        yield native
+    try:
+        with running_stack(state, env) as native:
+            yield native
+    finally:
+        if not os.environ.get("E2E_KEEP_STATE"):  # set it to read the logs after a failure
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -37,53 +43,6 @@ def gateway(stack: NativeStack) -> Iterator[httpx.Client]:
 def prometheus(stack: NativeStack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.prometheus}", timeout=30) as client:
         yield client
-
-
-def query(prometheus: httpx.Client, expr: str) -> list[dict[str, Any]]:
-    """An instant query; raises with Prometheus's message when it is not a success."""
-    response = prometheus.get("/api/v1/query", params={"query": expr})
-    body = response.json()
-    if body.get("status") != "success":
-        raise AssertionError(f"{expr!r}: {body.get('error')}")
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
-    """Poll until ``predicate`` returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f} s")
-        time.sleep(interval)
-
-
-async def drive(
-    base_url: str,
-    requests: list[tuple[str, str, dict[str, Any]]],
-    concurrency: int,
-    deadline: float,
-) -> list[int]:
-    """Send (method, path, kwargs) requests with ``concurrency`` in flight, until done or the
-    monotonic ``deadline``; returns the status codes (0 for a transport error)."""
-    statuses: list[int] = []
-    queue = iter(requests)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-
-        async def worker() -> None:
-            for method, path, kwargs in queue:
-                if time.monotonic() > deadline:
-                    return
-                try:
-                    statuses.append((await client.request(method, path, **kwargs)).status_code)
-                except httpx.TransportError:
-                    statuses.append(0)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +58,7 @@ def mixed_load(stack: NativeStack) -> list[int]:
             plan.append(("POST", "/process", {"json": {"data": f"load {n}"}}))
             plan.append(("GET", f"/message/{10_000_000 + n}", {}))  # 404s
             plan.append(("GET", "/message/abc", {}))  # 422s
-    statuses = asyncio.run(drive(base, plan, concurrency=16, deadline=time.monotonic() + 60))
+    statuses = asyncio.run(drive(base, plan, concurrency=16, stop=until(time.monotonic() + 60)))
     # Two scrapes (5 s apart) after the load, so rate() over the last minute sees it.
     time.sleep(12)
     return statuses

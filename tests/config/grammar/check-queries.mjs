@@ -1,17 +1,19 @@
-// Parse PromQL and LogQL expressions with the upstream Lezer grammars
+// Parse PromQL, LogQL and TraceQL expressions with the upstream Lezer grammars
 // (@prometheus-io/lezer-promql: the grammar of Prometheus' own UI;
-//  @grafana/lezer-logql: the grammar of Grafana's Loki query editor).
+//  @grafana/lezer-logql: the grammar of Grafana's Loki query editor;
+//  @grafana/lezer-traceql: the grammar of Grafana's Tempo query editor).
 //
-// Input (stdin): a JSON array of {"id": str, "lang": "promql" | "logql", "expr": str}.
+// Input (stdin): a JSON array of {"id": str, "lang": "promql" | "logql" | "traceql", "expr": str}.
 // Output (stdout): a JSON array of {"id", "lang", "ok", "error", "metrics"} in the same
-// order; "metrics" lists the metric names of the PromQL vector selectors (empty for LogQL).
+// order; "metrics" lists the metric names of the PromQL vector selectors (empty otherwise).
 // Lezer parsers are error-tolerant: a syntax error does not throw, it leaves an
 // error node in the tree, so "ok" means "the tree contains no error node".
 // Exit status: 0 when every expression parses, 1 otherwise, 2 on bad input.
 import { parser as promqlParser } from "@prometheus-io/lezer-promql";
 import { parser as logqlParser } from "@grafana/lezer-logql";
+import { parser as traceqlParser } from "@grafana/lezer-traceql";
 
-const parsers = { promql: promqlParser, logql: logqlParser };
+const parsers = { promql: promqlParser, logql: logqlParser, traceql: traceqlParser };
 
 function analyse(lang, expr) {
   const tree = parsers[lang].parse(expr);

@@ -63,7 +63,6 @@ def create_service_app(
         title=title,
         description=description,
         version=settings.service_version,
-        root_path=settings.root_path,
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
@@ -97,6 +96,7 @@ def create_service_app(
         ObservabilityMiddleware,
         metrics=metrics if settings.metrics_enabled else None,
         access_log=settings.access_log_enabled,
+        root_path=settings.root_path,
     )
     if settings.tracing_enabled:
         instrument_app(app, settings)

@@ -117,6 +117,8 @@ def configure_logging(service: str, level: str) -> None:
     )
     if not logging.getLogger().handlers:
         logging.config.dictConfig(stdlib_logging_config(service, level))
+    # Deprecation and other warnings would otherwise be bare text on stderr.
+    logging.captureWarnings(True)
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

@@ -31,16 +31,24 @@ def route_template(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None, access_log: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics | None, access_log: bool, root_path: str = ""
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # The prefix the gateway strips (/api): routing, the OpenAPI document's server and the
+        # Swagger page read it from the scope. FastAPI's own root_path parameter is deprecated,
+        # and uvicorn's would also prepend it to scope["path"], i.e. to every logged path.
+        self.root_path = root_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        if self.root_path:
+            scope["root_path"] = self.root_path
         request_id = request_id_from(scope["headers"])
         token = request_id_var.set(request_id)
         request_id_header = (HEADER, request_id.encode("ascii"))

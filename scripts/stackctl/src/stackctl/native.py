@@ -123,8 +123,8 @@ class NativeStack:
         self.ports = Ports(self.env)
         self.timeout = float(self.env.get("STACK_TIMEOUT", "60"))
         self.report: Callable[[str], None] = print
-        # name -> (argv, health url, env): how to start a component again (fault tests).
-        self._specs: dict[str, tuple[list[str], str | None, dict[str, str]]] = {}
+        # name -> (argv, health url, env, stderr file): how to start a component again.
+        self._specs: dict[str, tuple[list[str], str | None, dict[str, str], Path | None]] = {}
 
     # --- up -----------------------------------------------------------------------------
     def up(self) -> None:
@@ -188,12 +188,24 @@ class NativeStack:
         self._start_optional()
 
     def _spawn(
-        self, name: str, argv: list[str], *, health: str | None, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        health: str | None,
+        env: dict[str, str] | None = None,
+        stderr_path: Path | None = None,
     ) -> None:
         log_path = self.state.logs / f"{name}.log"
-        self._specs[name] = (argv, health, env or {})
+        self._specs[name] = (argv, health, env or {}, stderr_path)
         started = spawn(
-            name, argv, log_path=log_path, env=env or {}, health_url=None, cwd=self.state.root
+            name,
+            argv,
+            log_path=log_path,
+            env=env or {},
+            health_url=None,
+            cwd=self.state.root,
+            stderr_path=stderr_path,
         )
         self.state.record(name, started.proc.pid)
         if health is not None:
@@ -281,13 +293,13 @@ class NativeStack:
             for path in (prefix, log_path):
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
         conf = self.state.config / "gateway" / "nginx.conf"
-        # The access log is JSON on stdout; the error log (plain text) goes to its own file.
-        error_log = self.state.logs / "gateway-error.log"
+        # The access log is JSON on stdout; the error log (plain text, stderr) gets its own file.
         self._spawn(
             "gateway",
             [_binary("nginx", "/usr/sbin/nginx"), "-p", f"{prefix}/", "-c", str(conf),
-             "-e", str(error_log), "-g", "daemon off;"],
+             "-e", "stderr", "-g", "daemon off;"],
             health=_url(8081, "/health"),
+            stderr_path=self.state.logs / "gateway-error.log",
         )  # fmt: skip
 
     def _start_prometheus(self) -> None:
@@ -402,8 +414,8 @@ class NativeStack:
 
     def respawn(self, name: str) -> None:
         """Start a stopped component again, as ``up`` did."""
-        argv, health, env = self._specs[name]
-        self._spawn(name, argv, health=health, env=env)
+        argv, health, env, stderr_path = self._specs[name]
+        self._spawn(name, argv, health=health, env=env, stderr_path=stderr_path)
 
     def stop_postgres(self) -> None:
         self._cluster().stop("fast")

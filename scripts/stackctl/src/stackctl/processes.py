@@ -82,19 +82,23 @@ def spawn(
     health_url: str | None,
     timeout: float = 30,
     cwd: Path | None = None,
+    stderr_path: Path | None = None,
 ) -> ServiceProcess:
     """Start ``argv`` in a session of its own (so it outlives us and can be stopped as a group)
-    and wait until ``health_url`` answers 200."""
+    and wait until ``health_url`` answers 200. stderr joins stdout unless ``stderr_path``."""
     log = log_path.open("ab")
+    stderr: IO[bytes] | int = stderr_path.open("ab") if stderr_path else subprocess.STDOUT
     proc = subprocess.Popen(  # noqa: S603 - argv built by the caller from fixed parts
         argv,
         env={**os.environ, **env},
         stdout=log,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         stdin=subprocess.DEVNULL,
         cwd=cwd,
         start_new_session=True,
     )
+    if not isinstance(stderr, int):
+        stderr.close()  # the child has its own copy
     port = int(urllib.parse.urlsplit(health_url).port or 0) if health_url else 0
     service = ServiceProcess(name=name, port=port, log_path=log_path, proc=proc, _log=log)
     if health_url is None:

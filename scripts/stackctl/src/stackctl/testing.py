@@ -1,9 +1,14 @@
 """Small helpers the test suites share."""
 
+import asyncio
 import json
 import socket
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -77,3 +82,56 @@ def pipelined_get(port: int, path: str, count: int, timeout: float = 30) -> list
             buffer = buffer[head_end + 4 + length :]
             responses.append(RawResponse(int(lines[0].split()[1]), headers, body))
     return responses
+
+
+def query(prometheus: httpx.Client, expr: str) -> list[dict[str, Any]]:
+    """An instant query; raises with Prometheus's message when it is not a success."""
+    response = prometheus.get("/api/v1/query", params={"query": expr})
+    body = response.json()
+    if body.get("status") != "success":
+        raise AssertionError(f"{expr!r}: {body.get('error')}")
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+async def drive(
+    base_url: str,
+    requests: Iterable[tuple[str, str, dict[str, Any]]],
+    concurrency: int,
+    stop: Callable[[], bool],
+) -> list[int]:
+    """Send (method, path, kwargs) requests with ``concurrency`` in flight until they run out
+    or ``stop()`` is true; returns the status codes (0 for a transport error)."""
+    statuses: list[int] = []
+    queue = iter(requests)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+
+        async def worker() -> None:
+            for method, path, kwargs in queue:
+                if stop():
+                    return
+                try:
+                    statuses.append((await client.request(method, path, **kwargs)).status_code)
+                except httpx.TransportError:
+                    statuses.append(0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def until(deadline: float) -> Callable[[], bool]:
+    """A ``stop`` for :func:`drive`: true once ``time.monotonic()`` passes ``deadline``."""
+    return lambda: time.monotonic() > deadline

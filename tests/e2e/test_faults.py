@@ -1,0 +1,50 @@
+"""Faults on the native twin: processor-svc stopped with requests in flight, and while down."""
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx
+
+from stackctl.native import NativeStack
+from stackctl.testing import drive, metric_value, until, wait_for
+
+
+def _in_flight() -> float:
+    # Straight from processor-svc (the gateway hides /metrics); includes this scrape.
+    exposition = httpx.get("http://127.0.0.1:8001/metrics", timeout=5).text
+    return metric_value(exposition, "app_http_requests_in_flight", service="processor-svc") - 1
+
+
+def test_sigterm_with_100_requests_in_flight_loses_none(
+    stack: NativeStack, gateway: httpx.Client
+) -> None:
+    base = f"http://127.0.0.1:{stack.ports.gateway}"
+    plan = [("POST", "/process", {"json": {"data": f"in flight {n}"}}) for n in range(100)]
+
+    async def terminate_mid_flight() -> list[int]:
+        task = asyncio.create_task(drive(base, plan, 100, stop=until(time.monotonic() + 60)))
+        # SIGTERM once all 100 are inside processor-svc (each sleeps 0.5 s there).
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(_in_flight) < 100:
+            assert time.monotonic() < deadline, "the 100 requests never were in flight together"
+        os.kill(stack.pid("processor-svc"), signal.SIGTERM)
+        terminated.append(True)
+        return await task
+
+    terminated: list[bool] = []
+    try:
+        statuses = asyncio.run(terminate_mid_flight())
+        assert statuses == [200] * 100
+        stack.wait_stopped("processor-svc")
+
+        # Down: the gateway answers 502 in the envelope, fast.
+        response = gateway.post("/process", json={"data": "nobody home"})
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "BAD_GATEWAY"
+    finally:
+        if terminated:  # whatever failed above, later tests need processor-svc back
+            stack.wait_stopped("processor-svc")
+            stack.respawn("processor-svc")
+    wait_for(lambda: gateway.post("/process", json={"data": "back"}).status_code == 200, 10, 0.2)

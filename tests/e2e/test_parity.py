@@ -1,0 +1,32 @@
+"""The native processes read the rendered copies of the repository's config files."""
+
+from pathlib import Path
+
+import pytest
+
+from stackctl.addresses import REPO, render_text
+from stackctl.native import NativeStack
+
+
+@pytest.mark.parametrize(
+    ("component", "config"),
+    [
+        ("gateway", "gateway/nginx.conf"),
+        ("prometheus", "observability/prometheus/prometheus.yml"),
+    ],
+)
+def test_components_run_the_rendered_repository_files(
+    stack: NativeStack, component: str, config: str
+) -> None:
+    cmdline = Path(f"/proc/{stack.pid(component)}/cmdline").read_bytes().decode()
+    rendered = stack.state.config / config
+    assert str(rendered) in cmdline
+    assert rendered.read_text() == render_text((REPO / config).read_text(), stack.env)
+
+
+def test_alertmanager_runs_the_rendered_receivers(stack: NativeStack) -> None:
+    cmdline = Path(f"/proc/{stack.pid('alertmanager')}/cmdline").read_bytes().decode()
+    assert str(stack.state.run / "alertmanager" / "alertmanager.yml") in cmdline
+    assert "http://127.0.0.1:5001/alerts" in (
+        stack.state.run / "alertmanager" / "alertmanager.yml"
+    ).read_text()

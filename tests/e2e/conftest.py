@@ -35,20 +35,20 @@ def stack() -> Iterator[NativeStack]:
 
 @pytest.fixture(scope="session")
 def gateway(stack: NativeStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.gateway}", timeout=30) as client:
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
 def prometheus(stack: NativeStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.prometheus}", timeout=30) as client:
+    with httpx.Client(base_url=stack.prometheus_url, timeout=30) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
 def mixed_load(stack: NativeStack) -> list[int]:
     """A short, bounded mixed load through the gateway so every dashboard query has data."""
-    base = f"http://127.0.0.1:{stack.ports.gateway}"
+    base = stack.gateway_url
     plan: list[tuple[str, str, dict[str, Any]]] = []
     for n in range(600):
         plan.append(("GET", f"/message/{n % 10 + 1}", {}))

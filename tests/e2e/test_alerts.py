@@ -37,7 +37,7 @@ def test_the_slow_search_fires_high_latency_up_to_the_webhook(
     stack: NativeStack, prometheus: httpx.Client
 ) -> None:
     """Drive GET /message/search (a full scan) until p99 > 1 s holds for the rule's 1 minute."""
-    base = f"http://127.0.0.1:{stack.ports.gateway}"
+    base = stack.gateway_url
     words = ["zulu", "tango", "alpha", "metric", "replica"]
     plan = [
         ("GET", "/message/search", {"params": {"q": f"{words[n % 5]} {words[(n + 2) % 5]}"}})

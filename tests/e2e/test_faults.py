@@ -11,23 +11,24 @@ from stackctl.native import NativeStack
 from stackctl.testing import drive, metric_value, until, wait_for
 
 
-def _in_flight() -> float:
+def _in_flight(stack: NativeStack) -> float:
     # Straight from processor-svc (the gateway hides /metrics); includes this scrape.
-    exposition = httpx.get("http://127.0.0.1:8001/metrics", timeout=5).text
+    port = stack.port("processor-svc", 8001)
+    exposition = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return metric_value(exposition, "app_http_requests_in_flight", service="processor-svc") - 1
 
 
 def test_sigterm_with_100_requests_in_flight_loses_none(
     stack: NativeStack, gateway: httpx.Client
 ) -> None:
-    base = f"http://127.0.0.1:{stack.ports.gateway}"
+    base = stack.gateway_url
     plan = [("POST", "/process", {"json": {"data": f"in flight {n}"}}) for n in range(100)]
 
     async def terminate_mid_flight() -> list[int]:
         task = asyncio.create_task(drive(base, plan, 100, stop=until(time.monotonic() + 60)))
         # SIGTERM once all 100 are inside processor-svc (each sleeps 0.5 s there).
         deadline = time.monotonic() + 10
-        while await asyncio.to_thread(_in_flight) < 100:
+        while await asyncio.to_thread(_in_flight, stack) < 100:
             assert time.monotonic() < deadline, "the 100 requests never were in flight together"
         os.kill(stack.pid("processor-svc"), signal.SIGTERM)
         terminated.append(True)

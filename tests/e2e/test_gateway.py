@@ -76,7 +76,8 @@ def test_the_rate_limit_answers_429_envelopes(stack: NativeStack, gateway: httpx
     # alone, so five pipelined connections exceed the limit without loading processor-svc.
     with ThreadPoolExecutor(5) as pool:
         batches = pool.map(
-            lambda _: pipelined_get(stack.ports.gateway, "/processor/metrics", 1000), range(5)
+            lambda _: pipelined_get(stack.port("gateway", 8080), "/processor/metrics", 1000),
+            range(5),
         )
         responses = [response for batch in batches for response in batch]
     statuses = {response.status for response in responses}

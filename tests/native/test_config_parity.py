@@ -54,8 +54,7 @@ def test_ports_follow_the_environment_and_nothing_else_changes() -> None:
     text = "listen 8080 default_server;\ntargets: ['prometheus:9090', 'api-svc:8000']\n"
     env = {"GATEWAY_PORT": "18080", "PROMETHEUS_PORT": "19090"}
     assert render_text(text, env) == (
-        "listen 127.0.0.1:18080 default_server;\n"
-        "targets: ['127.0.0.1:19090', '127.0.0.1:8000']\n"
+        "listen 127.0.0.1:18080 default_server;\ntargets: ['127.0.0.1:19090', '127.0.0.1:8000']\n"
     )
     assert render_text("api-svc:8000", {}) == "127.0.0.1:8000"
     assert render_text("not-a-service:8000 xapi-svc:8000", {}) == (

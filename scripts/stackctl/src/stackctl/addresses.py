@@ -3,8 +3,9 @@
 Every config file is written for compose and names other components as
 ``<compose service>:<port>``; the gateway listens on a bare ``listen <port>``. The native twin
 runs copies of those files in which each such address becomes ``127.0.0.1:<port>``, the port
-unchanged unless the environment overrides it (``GATEWAY_PORT``, ``PROMETHEUS_PORT``). Nothing
-else in a file changes; ``tests/native/test_config_parity.py`` proves it.
+unchanged unless the environment overrides it (``GATEWAY_PORT``, ``PROMETHEUS_PORT``,
+``PG_PORT``, or ``STACK_PORT_OFFSET`` for all of them). Nothing else in a file changes;
+``tests/native/test_config_parity.py`` proves it.
 """
 
 import os
@@ -32,7 +33,13 @@ CONFIG_DIRS = (
 )
 
 # Environment overrides of a component's port: (compose service, port) -> variable.
-PORT_OVERRIDES = {("gateway", 8080): "GATEWAY_PORT", ("prometheus", 9090): "PROMETHEUS_PORT"}
+PORT_OVERRIDES = {
+    ("gateway", 8080): "GATEWAY_PORT",
+    ("prometheus", 9090): "PROMETHEUS_PORT",
+    ("postgres", 5432): "PG_PORT",
+}
+# Added to every other port, so several native stacks can run side by side (tests, CI).
+PORT_OFFSET = "STACK_PORT_OFFSET"
 
 _LISTEN = re.compile(r"^(?P<indent>\s*listen\s+)(?P<port>\d{2,5})\b", re.MULTILINE)
 
@@ -50,9 +57,10 @@ def _address_pattern() -> re.Pattern[str]:
 
 
 def native_port(service: str, port: int, env: Mapping[str, str] | None = None) -> int:
-    variable = PORT_OVERRIDES.get((service, port))
-    value = (env if env is not None else os.environ).get(variable or "", "")
-    return int(value) if value else port
+    """Where ``service``'s ``port`` listens natively: its override, else port + offset."""
+    env = os.environ if env is None else env
+    override = env.get(PORT_OVERRIDES.get((service, port), ""), "")
+    return int(override) if override else port + int(env.get(PORT_OFFSET, "") or 0)
 
 
 def render_text(text: str, env: Mapping[str, str] | None = None) -> str:

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,12 @@ from stackctl.processes import (
 DB_NAME = "messages"
 OWNER = "messages_owner"
 READER = "api_reader"
+# The compose service:port pairs the native twin listens on.
+CORE_PORTS = (
+    ("postgres", 5432), ("api-svc", 8000), ("processor-svc", 8001), ("gateway", 8080),
+    ("gateway", 8081), ("prometheus", 9090), ("alertmanager", 9093), ("alert-webhook", 5001),
+    ("node-exporter", 9100), ("postgres-exporter", 9187), ("nginx-exporter", 9113),
+)  # fmt: skip
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
 
 
@@ -100,18 +106,6 @@ class StackState:
         self.pids_file.unlink(missing_ok=True)
 
 
-@dataclass
-class Ports:
-    """Where each component listens natively: the compose port unless overridden."""
-
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def __post_init__(self) -> None:
-        self.gateway = native_port("gateway", 8080, self.env)
-        self.prometheus = native_port("prometheus", 9090, self.env)
-        self.postgres = int(self.env.get("PG_PORT", "5432"))
-
-
 def _url(port: int, path: str = "") -> str:
     return f"http://127.0.0.1:{port}{path}"
 
@@ -120,11 +114,22 @@ class NativeStack:
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
         self.state = StackState(state_dir.resolve())
         self.env = dict(os.environ if env is None else env)
-        self.ports = Ports(self.env)
         self.timeout = float(self.env.get("STACK_TIMEOUT", "60"))
         self.report: Callable[[str], None] = print
         # name -> (argv, health url, env, stderr file): how to start a component again.
         self._specs: dict[str, tuple[list[str], str | None, dict[str, str], Path | None]] = {}
+
+    def port(self, service: str, compose_port: int) -> int:
+        """The native port of a compose ``service:port`` (see stackctl.addresses)."""
+        return native_port(service, compose_port, self.env)
+
+    @property
+    def gateway_url(self) -> str:
+        return _url(self.port("gateway", 8080))
+
+    @property
+    def prometheus_url(self) -> str:
+        return _url(self.port("prometheus", 9090))
 
     # --- up -----------------------------------------------------------------------------
     def up(self) -> None:
@@ -143,13 +148,8 @@ class NativeStack:
             raise
 
     def _check_ports_free(self) -> None:
-        ports = {
-            "postgres": self.ports.postgres, "api-svc": 8000, "processor-svc": 8001,
-            "gateway": self.ports.gateway, "gateway status": 8081,
-            "prometheus": self.ports.prometheus, "alertmanager": 9093, "alert-webhook": 5001,
-            "node-exporter": 9100, "postgres-exporter": 9187, "nginx-exporter": 9113,
-        }  # fmt: skip
-        taken = [f"{name} ({port})" for name, port in ports.items() if not port_is_free(port)]
+        ports = [self.port(service, port) for service, port in CORE_PORTS]
+        taken = [str(port) for port in ports if not port_is_free(port)]
         if taken:
             raise ComponentFailedError(f"ports already in use on 127.0.0.1: {', '.join(taken)}")
 
@@ -160,15 +160,21 @@ class NativeStack:
         self._spawn(
             "alert-webhook",
             [sys.executable, str(REPO / "observability/alert-webhook/receiver.py"),
-             "--host", "127.0.0.1", "--port", "5001"],
-            health=_url(5001, "/health"),
+             "--host", "127.0.0.1", "--port", str(self.port("alert-webhook", 5001))],
+            health=_url(self.port("alert-webhook", 5001), "/health"),
         )  # fmt: skip
-        tracing_endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": _url(4318)} if self._has("tempo") else {}
+        tracing_endpoint = (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": _url(self.port("tempo", 4318))}
+            if self._has("tempo")
+            else {}
+        )
         common = {"BIND_HOST": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1", **tracing_endpoint}
         for name, app, port, root_path, extra in (
-            ("api-svc", "api_svc.main:app", 8000, "/api", {"DATABASE_URL": reader_url}),
-            ("processor-svc", "processor_svc.main:app", 8001, "/processor", {}),
-        ):
+            ("api-svc", "api_svc.main:app", self.port("api-svc", 8000), "/api",
+             {"DATABASE_URL": reader_url}),
+            ("processor-svc", "processor_svc.main:app", self.port("processor-svc", 8001),
+             "/processor", {}),
+        ):  # fmt: skip
             metrics_dir = self.state.run / f"{name}-metrics"
             metrics_dir.mkdir(exist_ok=True)
             self._spawn(
@@ -223,7 +229,7 @@ class NativeStack:
         secrets_ = self.state.secrets()
         return PostgresCluster(
             base_dir=self.state.data / "postgres",
-            port=self.ports.postgres,
+            port=self.port("postgres", 5432),
             password=secrets_["superuser"],
             bin_dir=find_pg_bin(),
             run_as="postgres" if os.geteuid() == 0 else None,
@@ -234,7 +240,7 @@ class NativeStack:
         if (cluster.data_dir / "PG_VERSION").exists():
             cluster.start()
         else:
-            cluster = create_cluster(cluster.base_dir, port=self.ports.postgres)
+            cluster = create_cluster(cluster.base_dir, port=self.port("postgres", 5432))
             # create_cluster makes its own password: keep it for the next `up`.
             values = self.state.secrets()
             values["superuser"] = cluster.password
@@ -298,7 +304,7 @@ class NativeStack:
             "gateway",
             [_binary("nginx", "/usr/sbin/nginx"), "-p", f"{prefix}/", "-c", str(conf),
              "-e", "stderr", "-g", "daemon off;"],
-            health=_url(8081, "/health"),
+            health=_url(self.port("gateway", 8081), "/health"),
             stderr_path=self.state.logs / "gateway-error.log",
         )  # fmt: skip
 
@@ -308,9 +314,9 @@ class NativeStack:
             "prometheus",
             [_binary("prometheus"), f"--config.file={config}",
              f"--storage.tsdb.path={self.state.data / 'prometheus'}",
-             f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+             f"--web.listen-address=127.0.0.1:{self.port('prometheus', 9090)}",
              "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"],
-            health=_url(self.ports.prometheus, "/-/ready"),
+            health=f"{self.prometheus_url}/-/ready",
         )  # fmt: skip
 
     def _start_alertmanager(self) -> None:
@@ -319,8 +325,9 @@ class NativeStack:
             "alertmanager",
             ["sh", str(directory / "render-config.sh"),
              f"--storage.path={self.state.data / 'alertmanager'}",
-             "--web.listen-address=127.0.0.1:9093", "--cluster.listen-address="],
-            health=_url(9093, "/-/ready"),
+             f"--web.listen-address=127.0.0.1:{self.port('alertmanager', 9093)}",
+             "--cluster.listen-address="],
+            health=_url(self.port("alertmanager", 9093), "/-/ready"),
             env={
                 "ALERTMANAGER_CONFIG_TEMPLATE": str(directory / "alertmanager.yml"),
                 "ALERTMANAGER_RENDER_DIR": str(self.state.run / "alertmanager"),
@@ -332,14 +339,14 @@ class NativeStack:
         self._spawn(
             "node-exporter",
             [_binary("prometheus-node-exporter", "node_exporter"),
-             "--web.listen-address=127.0.0.1:9100"],
-            health=_url(9100, "/metrics"),
+             f"--web.listen-address=127.0.0.1:{self.port('node-exporter', 9100)}"],
+            health=_url(self.port("node-exporter", 9100), "/metrics"),
         )  # fmt: skip
         self._spawn(
             "postgres-exporter",
             [_binary("prometheus-postgres-exporter", "postgres_exporter"),
-             "--web.listen-address=127.0.0.1:9187"],
-            health=_url(9187, "/metrics"),
+             f"--web.listen-address=127.0.0.1:{self.port('postgres-exporter', 9187)}"],
+            health=_url(self.port("postgres-exporter", 9187), "/metrics"),
             env={
                 "DATA_SOURCE_NAME": (
                     f"postgresql://postgres:{cluster.password}@127.0.0.1:{cluster.port}/"
@@ -350,9 +357,9 @@ class NativeStack:
         self._spawn(
             "nginx-exporter",
             [_binary("prometheus-nginx-exporter", "nginx-prometheus-exporter"),
-             "-nginx.scrape-uri=http://127.0.0.1:8081/stub_status",
-             "-web.listen-address=127.0.0.1:9113"],
-            health=_url(9113, "/metrics"),
+             f"-nginx.scrape-uri={_url(self.port('gateway', 8081), '/stub_status')}",
+             f"-web.listen-address=127.0.0.1:{self.port('nginx-exporter', 9113)}"],
+            health=_url(self.port("nginx-exporter", 9113), "/metrics"),
         )  # fmt: skip
 
     def _has(self, component: str) -> bool:
@@ -426,14 +433,14 @@ class NativeStack:
         self.state.record("postgres", _postmaster_pid(cluster))
 
     def urls(self) -> dict[str, str]:
-        gateway = _url(self.ports.gateway)
+        gateway = self.gateway_url
         return {
             "gateway": gateway,
             "api-svc Swagger UI": f"{gateway}/api/docs",
             "processor-svc Swagger UI": f"{gateway}/processor/docs",
-            "Prometheus": _url(self.ports.prometheus),
-            "Alertmanager": _url(9093),
-            "PostgreSQL": f"127.0.0.1:{self.ports.postgres} (database {DB_NAME})",
+            "Prometheus": self.prometheus_url,
+            "Alertmanager": _url(self.port("alertmanager", 9093)),
+            "PostgreSQL": f"127.0.0.1:{self.port('postgres', 5432)} (database {DB_NAME})",
             "logs": str(self.state.logs),
         }
 

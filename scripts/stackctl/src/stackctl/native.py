@@ -419,10 +419,24 @@ class NativeStack:
             _reap(pid)
             time.sleep(0.05)
 
-    def respawn(self, name: str) -> None:
-        """Start a stopped component again, as ``up`` did."""
-        argv, health, env, stderr_path = self._specs[name]
-        self._spawn(name, argv, health=health, env=env, stderr_path=stderr_path)
+    def respawn(
+        self, name: str, *, env: dict[str, str] | None = None, argv: list[str] | None = None
+    ) -> None:
+        """Start a stopped component again as ``up`` did, optionally with other environment
+        variables merged in or another command line (benchmark variants)."""
+        spec_argv, health, spec_env, stderr_path = self._specs[name]
+        self._spawn(
+            name,
+            argv or spec_argv,
+            health=health,
+            env={**spec_env, **(env or {})},
+            stderr_path=stderr_path,
+        )
+
+    def stop(self, name: str) -> None:
+        """SIGTERM a component (graceful) and wait until it is gone."""
+        _stop_group(self.pid(name))
+        self.wait_stopped(name)
 
     def stop_postgres(self) -> None:
         self._cluster().stop("fast")

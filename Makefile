@@ -5,7 +5,7 @@ COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
 UV_RUN := uv run --frozen
 
-.PHONY: help up down native-up native-down logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
+.PHONY: help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ native-up: deps ## Start the native stack; returns when every component is healt
 
 native-down: ## Stop every process native-up started (state stays in .stack/)
 	$(UV_RUN) stackctl down
+
+native-fix-search: ## fix-search on the native stack (native-unfix-search reverts it)
+	$(UV_RUN) stackctl fix-search
+
+native-unfix-search:
+	$(UV_RUN) stackctl unfix-search
 
 ## --- Development ---
 deps: ## Install what the tests need (Debian packages, uv) and the locked Python environment

@@ -1,4 +1,5 @@
-"""``stackctl up|down|urls``: the native twin of the compose stack (see stackctl.native)."""
+"""``stackctl up|down|urls|fix-search|unfix-search|migrate``: the native twin of the compose
+stack (see stackctl.native)."""
 
 import argparse
 import os
@@ -12,7 +13,9 @@ from stackctl.processes import ComponentFailedError
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "urls"))
+    parser.add_argument(
+        "command", choices=("up", "down", "urls", "fix-search", "unfix-search", "migrate")
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -27,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
             stack.up()
         elif args.command == "down":
             stack.down()
+            return
+        elif args.command != "urls":
+            stack.database("setup" if args.command == "migrate" else args.command)
             return
     except ComponentFailedError as exc:
         print(f"stackctl: {exc}", file=sys.stderr)

@@ -263,11 +263,11 @@ class NativeStack:
             cluster.url(READER, values["reader"], DB_NAME),
         )
 
-    def _run_migrate(self, owner_url: str, reader_url: str) -> None:
+    def _run_migrate(self, owner_url: str, reader_url: str, action: str = "setup") -> None:
         log_path = self.state.logs / "migrate.log"
         with log_path.open("ab") as log:
-            result = subprocess.run(
-                [sys.executable, "-m", "api_svc.db_setup", "setup"],
+            result = subprocess.run(  # noqa: S603 - fixed argv
+                [sys.executable, "-m", "api_svc.db_setup", action],
                 env={
                     **self.env,
                     "SERVICE_NAME": "api-svc",
@@ -282,9 +282,19 @@ class NativeStack:
             )
         if result.returncode != 0:
             raise ComponentFailedError(
-                f"migrate failed ({result.returncode}):\n{log_tail(log_path)}"
+                f"migrate {action} failed ({result.returncode}):\n{log_tail(log_path)}"
             )
-        self.report("  migrate done")
+        self.report(f"  migrate {action} done")
+
+    def database(self, action: str) -> None:
+        """``api-svc-db <action>`` (fix-search, unfix-search, setup) on the running stack."""
+        values = self.state.secrets()
+        cluster = self._cluster()
+        self._run_migrate(
+            cluster.url(OWNER, values["owner"], DB_NAME),
+            cluster.url(READER, values["reader"], DB_NAME),
+            action,
+        )
 
     # --- gateway, Prometheus, Alertmanager, exporters --------------------------------------
     def _start_gateway(self) -> None:

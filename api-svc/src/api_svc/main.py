@@ -22,12 +22,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The engine (and its pool) belongs to the worker process: made after gunicorn forked.
         engine = create_engine(settings)
-        if settings.tracing_enabled:
-            SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        # A process-wide singleton: undone at shutdown so that a later app can instrument its
+        # own engine (tests build several apps in one process).
+        instrumentor = SQLAlchemyInstrumentor() if settings.tracing_enabled else None
+        if instrumentor is not None:
+            instrumentor.instrument(engine=engine.sync_engine)
         app.state.sessionmaker = create_sessionmaker(engine)
         try:
             yield
         finally:
+            if instrumentor is not None:
+                instrumentor.uninstrument()
             await engine.dispose()
 
     def setup(app: FastAPI, metrics: Metrics) -> None:

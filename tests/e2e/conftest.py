@@ -24,7 +24,7 @@ def stack() -> Iterator[NativeStack]:
     # Not under pytest's 0700 tmp dir: PostgreSQL and nginx's workers run as other users.
     state = Path(tempfile.mkdtemp(prefix="e2e-stack-"))
     state.chmod(0o711)
-    env = {**os.environ, "SEED_ROWS": os.environ.get("SEED_ROWS", "200000")}
+    env = dict(os.environ)
     try:
         with running_stack(state, env) as native:
             yield native

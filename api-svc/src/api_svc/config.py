@@ -23,7 +23,7 @@ class Settings(ObservabilitySettings):
     db_statement_timeout_ms: int = Field(default=5000, ge=100)
 
     # Rows `api-svc-db setup` seeds beside the readable ones: enough that a scan is slow.
-    seed_rows: int = Field(default=200_000, ge=0)
+    seed_rows: int = Field(default=500_000, ge=0)
 
 
 @lru_cache

@@ -12,6 +12,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from stackctl.ports import free_port
 
 SUPERUSER = "postgres"
@@ -108,17 +111,23 @@ class PostgresCluster:
         )
         return result.returncode == 0
 
-    def execute(self, statement: str, database: str = "postgres") -> None:
-        import psycopg  # noqa: PLC0415 - only the database helpers need the driver
-
+    def execute(self, statement: str | sql.Composed, database: str = "postgres") -> None:
         with psycopg.connect(self.conninfo(database), autocommit=True) as conn:
             conn.execute(statement)
 
     def create_database(self, name: str, owner: str, owner_password: str) -> str:
         """An owner role and its database; returns the owner's SQLAlchemy URL."""
         # CREATEROLE: the setup step creates api-svc's read-only role.
-        self.execute(f"CREATE ROLE \"{owner}\" LOGIN CREATEROLE PASSWORD '{owner_password}'")
-        self.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        self.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                sql.Identifier(owner), sql.Literal(owner_password)
+            )
+        )
+        self.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
+        )
         return self.url(owner, owner_password, name)
 
     def log_tail(self, lines: int = 40) -> str:

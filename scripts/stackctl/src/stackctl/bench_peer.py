@@ -1,0 +1,187 @@
+"""The benchmark's peer: the same two services, instrumented the usual way.
+
+prometheus-fastapi-instrumentator, OpenTelemetry's FastAPIInstrumentor (BatchSpanProcessor, OTLP
+exporter) and a logging middleware declared with ``@app.middleware("http")`` (Starlette's
+BaseHTTPMiddleware) that writes one structlog JSON line per request: the stack the field notes
+measured. Everything else is the services' own: routers, settings, database engine and pool,
+business metrics, error envelope. Only the instrumentation differs, so the benchmark compares
+implementations, not features.
+
+To compare implementations and not configurations, the peer gets the same tracing choices as
+ours (no spans for /health, /ready, /metrics; no per-message receive/send spans) and FastAPI's
+own telemetry is off in both. With the libraries' defaults it would be slower still.
+
+    gunicorn 'stackctl.bench_peer:create_api_app()' -c python:instrumentation.gunicorn_conf
+"""
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from time import perf_counter
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.telemetry import TelemetryConfig
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.middleware.base import RequestResponseEndpoint
+from structlog.typing import EventDict, WrappedLogger
+
+from api_svc.config import Settings as ApiSettings
+from api_svc.db import create_engine, create_sessionmaker
+from api_svc.errors import install_database_error_handlers
+from api_svc.metrics import MessageMetrics
+from api_svc.routes import messages, ready
+from instrumentation import health
+from instrumentation.errors import install_error_handlers
+from instrumentation.metrics import Metrics
+from instrumentation.settings import ObservabilitySettings
+from processor_svc.config import Settings as ProcessorSettings
+from processor_svc.metrics import ProcessorMetrics
+from processor_svc.routes import process
+
+# FastAPI's built-in OpenTelemetry layer would add a second span per request on top of
+# FastAPIInstrumentor; ours switches it off too.
+_FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def _add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The usual processor: the current span's ids on every line (as ours does)."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict["trace_id"] = format(ctx.trace_id, "032x")
+        event_dict["span_id"] = format(ctx.span_id, "016x")
+    return event_dict
+
+
+def _configure_structlog() -> None:
+    """structlog's documented JSON set-up: contextvars, level, ISO timestamp, JSON, print."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            _add_trace_ids,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _start_tracing(settings: ObservabilitySettings) -> TracerProvider:
+    """A TracerProvider per worker (called from the lifespan, i.e. after gunicorn forked)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    if settings.otel_exporter_otlp_endpoint:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _add_logging_middleware(app: FastAPI, service: str) -> None:
+    log = structlog.get_logger("access")
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        structlog.contextvars.clear_contextvars()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(service=service, request_id=request_id)
+        start = perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            duration_ms=round((perf_counter() - start) * 1000, 3),
+            client=request.client.host if request.client else None,
+        )
+        return response
+
+
+def _peer_app(
+    settings: ObservabilitySettings,
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    lifespan: Lifespan,
+) -> FastAPI:
+    """The usual wiring: instrumentator, logging middleware, FastAPIInstrumentor."""
+    _configure_structlog()
+    app = FastAPI(title=title, lifespan=lifespan, telemetry=_FASTAPI_TELEMETRY_OFF)
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in (health.router, *routers):
+        app.include_router(router)
+    # Reads PROMETHEUS_MULTIPROC_DIR itself: multiprocess metrics, merged per scrape.
+    Instrumentator().instrument(app).expose(app, include_in_schema=False)
+    _add_logging_middleware(app, settings.service_name)
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls=settings.tracing_excluded_urls, exclude_spans=["receive", "send"]
+    )
+    return app
+
+
+def _business_metrics(settings: ObservabilitySettings) -> Metrics:
+    """The services' own counters (message lookups, payload bytes): the same work as ours."""
+    return Metrics(
+        namespace=settings.metrics_namespace,
+        service=settings.service_name,
+        version=settings.service_version,
+        buckets=settings.metrics_buckets,
+    )
+
+
+def create_api_app() -> FastAPI:
+    settings = ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        provider = _start_tracing(settings)
+        engine = create_engine(settings)
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            provider.shutdown()
+
+    app = _peer_app(
+        settings, title="api-svc (peer)", routers=[ready.router, messages.router], lifespan=lifespan
+    )
+    app.state.message_metrics = MessageMetrics(_business_metrics(settings))
+    install_database_error_handlers(app)
+    return app
+
+
+def create_processor_app() -> FastAPI:
+    settings = ProcessorSettings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        provider = _start_tracing(settings)
+        try:
+            yield
+        finally:
+            provider.shutdown()
+
+    app = _peer_app(
+        settings, title="processor-svc (peer)", routers=[process.router], lifespan=lifespan
+    )
+    app.state.processor_metrics = ProcessorMetrics(_business_metrics(settings))
+    return app

@@ -26,6 +26,9 @@ timeout = 60
 keepalive = 75
 # Workers are never recycled: every recycle leaves metric files behind (prometheus client #204).
 max_requests = 0
+# gunicorn's control socket defaults to one path under $HOME, shared by every master on the
+# host (two services, tests) and unwritable on a read-only root filesystem; nothing uses it.
+control_socket_disable = True
 accesslog = None
 loglevel = _level
 logconfig_dict = stdlib_logging_config(_service, _level)

@@ -15,8 +15,10 @@ class Settings(ObservabilitySettings):
     # The owner role; only `api-svc-db` (migrations, role, seed) uses it.
     migration_database_url: str | None = None
 
-    db_pool_size: int = Field(default=5, ge=1, le=100)
-    db_max_overflow: int = Field(default=5, ge=0, le=100)
+    # A fixed pool per worker: overflow connections are closed again on return, so under load
+    # they would be opened and closed for every request.
+    db_pool_size: int = Field(default=10, ge=1, le=100)
+    db_max_overflow: int = Field(default=0, ge=0, le=100)
     # Bounds on waiting: for a pooled connection, for a new one, for one statement.
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=2, ge=1)

@@ -1,4 +1,7 @@
-"""Dependency aliases that keep route signatures short."""
+"""Dependency aliases that keep route signatures short.
+
+All ``async``: a plain ``def`` dependency costs a hop to the thread pool on every request.
+"""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -14,7 +17,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _metrics(request: Request) -> MessageMetrics:
+async def _metrics(request: Request) -> MessageMetrics:
     metrics: MessageMetrics = request.app.state.message_metrics
     return metrics
 

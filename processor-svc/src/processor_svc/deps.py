@@ -1,4 +1,7 @@
-"""Dependency aliases that keep route signatures short."""
+"""Dependency aliases that keep route signatures short.
+
+All ``async``: a plain ``def`` dependency costs a hop to the thread pool on every request.
+"""
 
 from typing import Annotated
 
@@ -9,17 +12,17 @@ from processor_svc.config import Settings
 from processor_svc.metrics import ProcessorMetrics
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _metrics(request: Request) -> ProcessorMetrics:
+async def _metrics(request: Request) -> ProcessorMetrics:
     metrics: ProcessorMetrics = request.app.state.processor_metrics
     return metrics
 
 
-def _require_json(request: Request) -> None:
+async def _require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type != "application/json":

@@ -93,6 +93,7 @@ class BenchConfig:
     def estimate_s(self) -> float:
         """Measurement time: startup and teardown (~1.5 min) come on top."""
         runs = len(ROUTES) * (len(VARIANTS) + len(GATEWAY_VARIANTS))
+        runs += 1  # the /metrics scrape run
         per_round = runs * (self.warmup + self.duration + 0.5) + self.warmup + self.duration + 3
         return max(self.rounds * per_round, self.soak) + 4 * self.warmup * len(VARIANTS)
 
@@ -221,6 +222,7 @@ class Load:
     # CPU time of the serving gunicorn (master and workers) per request: unlike req/s, barely
     # moved by other processes competing for the cores of a shared machine.
     cpu_ms_per_request: float | None = None
+    gateway_cpu_ms_per_request: float | None = None  # nginx's (master and workers), if in path
     load_average: float | None = None  # the machine's 1-minute load average at the start
 
 
@@ -354,7 +356,7 @@ def full_deployment(stack: NativeStack, sink: str) -> Deployment:
     """The stack's own services, restarted once to export spans to the sink, then kept
     running to the end: their memory is the one that must not grow."""
     for name in SERVICES:
-        stop_component(stack, name)
+        stack.stop(name)
         stack.respawn(name, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink})
     ports = {
         "api-svc": stack.port("api-svc", 8000),
@@ -362,18 +364,8 @@ def full_deployment(stack: NativeStack, sink: str) -> Deployment:
         "gateway": stack.port("gateway", 8080),
         "gateway-status": stack.port("gateway", 8081),
     }
-    return Deployment("full", ports, {name: stack.pid(name) for name in SERVICES})
-
-
-def stop_component(stack: NativeStack, name: str) -> None:
-    """NativeStack.stop, minus a false alarm: when the component is the stack's own child,
-    stop() reaps it and then looks its pid up again to wait for it, finds nothing and raises
-    "is not running", which is the state asked for."""
-    try:
-        stack.stop(name)
-    except ComponentFailedError as exc:
-        if "is not running" not in str(exc):
-            raise
+    masters = {name: stack.pid(name) for name in (*SERVICES, "gateway")}
+    return Deployment("full", ports, masters)
 
 
 def side_offset(stack: NativeStack, start: int) -> int:
@@ -404,14 +396,15 @@ class SideDeployments:
             service = self._start_service(variant, name, ports[name], directory)
             deployment.masters[name] = service.proc.pid
         if variant in GATEWAY_VARIANTS:
-            self._start_gateway(variant, offset, ports["gateway-status"], directory)
+            gateway = self._start_gateway(variant, offset, ports["gateway-status"], directory)
+            deployment.masters["gateway"] = gateway.proc.pid
         return deployment
 
     def _start_service(self, variant: str, name: str, port: int, directory: Path) -> ServiceProcess:
         metrics_dir = directory / f"{name}-metrics"
         metrics_dir.mkdir(exist_ok=True)
         env = {
-            **service_env(self.stack, name),
+            **self.stack.spec_env(name),
             "PORT": str(port),
             # Never the stack's directory: gunicorn wipes it at start.
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
@@ -423,7 +416,9 @@ class SideDeployments:
             f"{variant}-{name}", argv, env, f"http://127.0.0.1:{port}/health", directory
         )
 
-    def _start_gateway(self, variant: str, offset: int, status_port: int, directory: Path) -> None:
+    def _start_gateway(
+        self, variant: str, offset: int, status_port: int, directory: Path
+    ) -> ServiceProcess:
         """nginx with the repository's gateway config, rendered for this variant's ports."""
         config = directory / "gateway-config"
         render_tree(REPO / "gateway", config, {"STACK_PORT_OFFSET": str(offset)})
@@ -441,7 +436,7 @@ class SideDeployments:
         argv = [nginx, "-p", f"{prefix}/", "-c", str(config / "nginx.conf"), "-e", "stderr",
                 "-g", "daemon off;"]  # fmt: skip
         health = f"http://127.0.0.1:{status_port}/health"
-        self._spawn(f"{variant}-gateway", argv, {}, health, directory)
+        return self._spawn(f"{variant}-gateway", argv, {}, health, directory)
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str], health: str, directory: Path
@@ -463,13 +458,6 @@ class SideDeployments:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
-
-
-def service_env(stack: NativeStack, name: str) -> dict[str, str]:
-    """The environment the stack started ``name`` with (database URL, root path, ...), so
-    every variant serves with the very same settings. stackctl.native keeps it per component
-    for respawn(); there is no public accessor for it yet."""
-    return dict(stack._specs[name][2])
 
 
 # --- what is measured ------------------------------------------------------------------------
@@ -535,7 +523,7 @@ def requests_total(url: str) -> float:
 
 def take_memory(deployments: Mapping[str, Deployment]) -> Memory:
     workers = {
-        variant: {name: worker_rss_kb(pid) for name, pid in deployment.masters.items()}
+        variant: {name: worker_rss_kb(deployment.masters[name]) for name in SERVICES}
         for variant, deployment in deployments.items()
     }
     full = deployments["full"]
@@ -554,31 +542,66 @@ class Runner:
         self.deployments = deployments
         self.results = Measurements()
 
-    def measure(self, key: tuple[str, str, str], url: str, script: str, scrape: str | None) -> None:
+    def measure(self, key: tuple[str, str, str], script: str, path: str) -> None:
+        """Warm-up, then the measured run of one (route, where, variant)."""
         route, where, variant = key
-        path = self.scripts[script]
-        run_load(wrk_argv(url, path, CONNECTIONS, self.config.warmup), self.config.warmup + 30)
-        load, scrapes = self.accounted(
-            self.deployments[variant].masters["api-svc"],
-            wrk_argv(url, path, CONNECTIONS, self.config.duration),
-            scrape,
-            0.0,
+        deployment = self.deployments[variant]
+        url = (
+            deployment.gateway_url(path) if where == "gateway" else deployment.url("api-svc", path)
         )
+        wrk_script = self.scripts[script]
+        run_load(
+            wrk_argv(url, wrk_script, CONNECTIONS, self.config.warmup), self.config.warmup + 30
+        )
+        wrk = wrk_argv(url, wrk_script, CONNECTIONS, self.config.duration)
+        load, _ = self.accounted(deployment, "api-svc", wrk, via_gateway=where == "gateway")
         self.results.add_load(key, load)
-        self.results.add_scrapes((variant, "api-svc"), scrapes)
         report(f"{route:<8} {where:<8} {variant:<5}", load)
 
     def accounted(
-        self, master: int, wrk: list[str], scrape: str | None, scrape_after: float
+        self,
+        deployment: Deployment,
+        service: str,
+        wrk: list[str],
+        *,
+        via_gateway: bool,
+        scrape: str | None = None,
+        scrape_after: float = 0.0,
     ) -> tuple[Load, Scrapes | None]:
-        """run_load, plus the serving gunicorn's CPU per request and the machine's load."""
+        """run_load, plus CPU per request of the serving gunicorn (and of nginx when the
+        requests go through it) and the machine's load average."""
+        masters = {"service": deployment.masters[service]}
+        if via_gateway:
+            masters["gateway"] = deployment.masters["gateway"]
         load_average = os.getloadavg()[0]
-        cpu_before = cpu_seconds(master)
+        before = {name: cpu_seconds(pid) for name, pid in masters.items()}
         load, scrapes = run_load(wrk, _wrk_seconds(wrk) + 40, scrape, scrape_after)
-        cpu = (cpu_seconds(master) - cpu_before) * 1000 / max(1, load.requests)
-        return replace(
-            load, cpu_ms_per_request=round(cpu, 3), load_average=round(load_average, 2)
-        ), scrapes
+        per_request = {
+            name: round((cpu_seconds(pid) - before[name]) * 1000 / max(1, load.requests), 3)
+            for name, pid in masters.items()
+        }
+        load = replace(
+            load,
+            cpu_ms_per_request=per_request["service"],
+            gateway_cpu_ms_per_request=per_request.get("gateway"),
+            load_average=round(load_average, 2),
+        )
+        return load, scrapes
+
+    def scrapes(self) -> None:
+        """/metrics of the full api-svc, scraped while GET /message/{id} loads it (direct).
+
+        A run of its own: scraping during the ratio runs would load the variants unequally
+        (bare has no /metrics), at 15 times Prometheus' rate."""
+        full = self.deployments["full"]
+        url = full.url("api-svc", "/message/1")
+        run_load(wrk_argv(url, self.scripts["message"], CONNECTIONS, self.config.warmup), 60)
+        wrk = wrk_argv(url, self.scripts["message"], CONNECTIONS, self.config.duration)
+        metrics = full.url("api-svc", "/metrics")
+        load, scrapes = self.accounted(full, "api-svc", wrk, via_gateway=False, scrape=metrics)
+        self.results.add_load(("message", "scraped", "full"), load)
+        self.results.add_scrapes(("full", "api-svc"), scrapes)
+        report("message  scraped  full ", load)
 
     def process(self) -> None:
         """POST /process through the full variant's gateway, processor-svc scraped meanwhile."""
@@ -592,8 +615,9 @@ class Runner:
             str(ceil(warmup)),
             str(ceil(seconds)),
         )
+        metrics = full.url("processor-svc", "/metrics")
         load, scrapes = self.accounted(
-            full.masters["processor-svc"], wrk, full.url("processor-svc", "/metrics"), warmup + 1
+            full, "processor-svc", wrk, via_gateway=True, scrape=metrics, scrape_after=warmup + 1
         )
         self.results.add_load(("process", "gateway", "full"), load)
         self.results.add_scrapes(("full", "processor-svc"), scrapes)
@@ -603,15 +627,11 @@ class Runner:
         say(f"  round {number + 1}/{self.config.rounds}")
         for route, script, path in ROUTES:
             for variant in rotated(VARIANTS, number):
-                deployment = self.deployments[variant]
-                # Every variant is scraped during its /message runs, as Prometheus would.
-                scrape = deployment.url("api-svc", "/metrics") if route == "message" else None
-                url = deployment.url("api-svc", path)
-                self.measure((route, "direct", variant), url, script, scrape)
+                self.measure((route, "direct", variant), script, path)
         for route, script, path in ROUTES:
             for variant in rotated(GATEWAY_VARIANTS, number):
-                url = self.deployments[variant].gateway_url(path)
-                self.measure((route, "gateway", variant), url, script, None)
+                self.measure((route, "gateway", variant), script, path)
+        self.scrapes()
         self.process()
 
     def warm_up(self) -> None:
@@ -667,6 +687,9 @@ def summarize(loads: Sequence[Load]) -> dict[str, Any]:
         "p50_ms": round(statistics.median(x.p50_ms for x in loads), 3),
         "p99_ms": round(statistics.median(x.p99_ms for x in loads), 3),
         "cpu_ms_per_request": _median_or_none([x.cpu_ms_per_request for x in loads]),
+        "gateway_cpu_ms_per_request": _median_or_none(
+            [x.gateway_cpu_ms_per_request for x in loads]
+        ),
         "errors": sum(x.errors for x in loads),
         "rounds": [asdict(x) for x in loads],
     }
@@ -739,6 +762,7 @@ def scrape_results(m: Measurements) -> dict[str, Any]:
     return {
         "scrape_p99_ms": max((s["p99_ms"] for s in full.values()), default=None),
         "by_variant": per_service,
+        "load_while_scraping_api_svc": summarize(m.loads[("message", "scraped", "full")]),
     }
 
 
@@ -886,23 +910,30 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _cpu(summary: Mapping[str, Any]) -> str:
+    """The service's CPU per request, plus nginx's when the requests went through it."""
+    service = _number(summary["cpu_ms_per_request"])
+    nginx = summary.get("gateway_cpu_ms_per_request")
+    return service if nginx is None else f"{service} + {nginx:.3f} nginx"
+
+
 def table(results: Mapping[str, Any]) -> str:
     """The Markdown table README's Performance section shows."""
     lines = [
-        "| route | where | variant | req/s | p50 ms | p99 ms |",
-        "|---|---|---|---:|---:|---:|",
+        "| route | where | variant | req/s | p50 ms | p99 ms | CPU ms/req |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for route, label in (("health", "GET /health"), ("message", "GET /message/{id}")):
         for where in ("direct", "gateway"):
             for variant, s in results[route][where].items():
                 lines.append(
                     f"| {label} | {where} | {variant} | {s['rps']:,.0f} | "
-                    f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} |"
+                    f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {_cpu(s)} |"
                 )
     p = results["process"]
     lines.append(
         f"| POST /process ({p['connections']} conns) | gateway | full | {p['rps']:,.0f} | "
-        f"{p['p50_ms']:.0f} | {p['p99_ms']:.0f} |"
+        f"{p['p50_ms']:.0f} | {p['p99_ms']:.0f} | {_cpu(p)} |"
     )
     lines += ["", "| measure | value | target | met |", "|---|---:|---|---|"]
     for key, t in results["targets"].items():
@@ -910,13 +941,27 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append(f"| `{key}` | {_number(t['value'])} | {t['target']} | {met} |")
     for key in REPORTED:
         lines.append(f"| `{key}` | {_number(lookup(results, key))} | (reported) | |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", memory_line(results["memory"])])
+
+
+def memory_line(memory: Mapping[str, Any]) -> str:
+    full = [w for w in memory["workers"] if w["variant"] == "full"]
+    sizes = [w["before_kb"] / 1024 for w in full]
+    return (
+        f"Full variant: {len(full)} workers, {min(sizes):.0f}-{max(sizes):.0f} MiB after warm-up; "
+        f"the largest growth {_number(memory['growth_ratio'])} over {memory['span_s']:.0f} s "
+        f"and {memory['full_requests_served_between']:,} requests."
+    )
 
 
 # --- the run ---------------------------------------------------------------------------------
 def _raise_exit(signum: int, _frame: FrameType | None) -> None:
     # SIGTERM (e.g. make interrupted) unwinds like Ctrl-C, so everything started is stopped.
     raise SystemExit(128 + signum)
+
+
+def busy(load_average: float) -> bool:
+    return load_average > (os.cpu_count() or 1) / 2
 
 
 def check_tools() -> None:
@@ -955,6 +1000,10 @@ def main() -> None:
     config = BenchConfig.from_env(os.environ)
     check_tools()
     machine = machine_info()
+    if busy(machine["load_average_start"][0]):
+        say("warning: this machine is already busy (load average above half its cores): "
+            "other processes will compete with every run; the CPU ms/request columns are "
+            "the least affected numbers")  # fmt: skip
     say(
         f"Benchmark: {config.rounds} rounds, {config.duration:g} s per run after "
         f"{config.warmup:g} s warm-up; about {config.estimate_s() / 60:.0f} min of load"
@@ -967,7 +1016,8 @@ def main() -> None:
         results = run(config, state)
     except ComponentFailedError as exc:
         say(f"bench: {exc}")
-        say("(another native stack on these ports? set STACK_PORT_OFFSET)")
+        if "ports already in use" in str(exc):
+            say("(another native stack runs on these ports: set STACK_PORT_OFFSET=10000)")
         sys.exit(1)
     finally:
         if os.environ.get("BENCH_KEEP_STATE"):
@@ -975,6 +1025,7 @@ def main() -> None:
         else:
             shutil.rmtree(state, ignore_errors=True)
     machine["load_average_end"] = list(os.getloadavg())
+    machine["busy"] = busy(machine["load_average_start"][0]) or busy(os.getloadavg()[0])
     elapsed = round(time.monotonic() - started, 1)
     results = {
         "machine": machine,

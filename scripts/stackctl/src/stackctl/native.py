@@ -445,8 +445,11 @@ class NativeStack:
 
     def stop(self, name: str) -> None:
         """SIGTERM a component (graceful) and wait until it is gone."""
-        _stop_group(self.pid(name))
-        self.wait_stopped(name)
+        _stop_group(self.pid(name))  # waits, and reaps it when it is our child
+
+    def spec_env(self, name: str) -> dict[str, str]:
+        """The environment a component was (last) started with."""
+        return dict(self._specs[name][2])
 
     def stop_postgres(self) -> None:
         self._cluster().stop("fast")

@@ -18,6 +18,13 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 from instrumentation.request_id import request_id_var
 
 
+# Tracebacks as dicts, without each frame's local variables: locals hold request data,
+# settings and database URLs, none of which belongs in a log line.
+_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
 def _add_request_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     request_id = request_id_var.get()
     if request_id is not None:
@@ -56,7 +63,7 @@ def stdlib_logging_config(service: str, level: str) -> dict[str, Any]:
         "foreign_pre_chain": [structlog.stdlib.add_logger_name, *_shared_processors(service)],
         "processors": [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            _TRACEBACKS,
             structlog.processors.JSONRenderer(serializer=_dumps_str),
         ],
     }
@@ -106,7 +113,7 @@ def configure_logging(service: str, level: str) -> None:
         processors=[
             structlog.stdlib.add_logger_name,
             *_shared_processors(service),
-            structlog.processors.dict_tracebacks,
+            _TRACEBACKS,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from api_svc.deps import MetricsDep, SessionDep
 from api_svc.models import Message
 from api_svc.schemas import MessageOut, SearchResults
-from instrumentation.errors import AppError, ErrorCode
+from instrumentation.errors import AppError, ErrorCode, error_doc
 
 router = APIRouter(prefix="/message", tags=["messages"])
 
@@ -24,6 +24,7 @@ def _like_pattern(q: str) -> str:
 @router.get(
     "/search",
     summary="Substring search (deliberately slow until `make fix-search` adds an index)",
+    responses={503: error_doc("The database is unavailable")},
 )
 async def search_messages(
     session: SessionDep,
@@ -49,7 +50,10 @@ async def search_messages(
 @router.get(
     "/{id}",
     summary="One message by id",
-    responses={404: {"description": "No message with this id"}},
+    responses={
+        404: error_doc("No message with this id"),
+        503: error_doc("The database is unavailable"),
+    },
 )
 async def get_message(id: MessageId, session: SessionDep, metrics: MetricsDep) -> MessageOut:
     message = await session.get(Message, id)

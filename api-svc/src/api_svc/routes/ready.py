@@ -5,6 +5,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api_svc.deps import SessionDep
+from instrumentation.errors import error_doc
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +17,7 @@ class Ready(BaseModel):
 @router.get(
     "/ready",
     summary="Readiness: 200 when PostgreSQL answers, 503 envelope when it does not",
-    responses={503: {"description": "The database is unavailable"}},
+    responses={503: error_doc("The database is unavailable")},
 )
 async def ready(session: SessionDep) -> Ready:
     await session.execute(text("SELECT 1"))

@@ -9,7 +9,11 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.responses import Response
 
 from instrumentation import health
-from instrumentation.errors import install_error_handlers
+from instrumentation.errors import (
+    INTERNAL_ERROR_RESPONSE,
+    VALIDATION_ERROR_RESPONSE,
+    install_error_handlers,
+)
 from instrumentation.logs import configure_logging, get_logger
 from instrumentation.metrics import METRICS_CONTENT_TYPE, Metrics
 from instrumentation.middleware import ObservabilityMiddleware
@@ -67,6 +71,7 @@ def create_service_app(
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
         lifespan=service_lifespan,
+        responses=INTERNAL_ERROR_RESPONSE,
         # FastAPI's own OpenTelemetry layer would add a second set of spans and metrics on top
         # of opentelemetry-instrumentation-fastapi and our middleware: one of each is enough.
         telemetry=_NATIVE_TELEMETRY_OFF,
@@ -81,8 +86,9 @@ def create_service_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (health.router, *routers):
-        app.include_router(router)
+    app.include_router(health.router)
+    for router in routers:
+        app.include_router(router, responses=VALIDATION_ERROR_RESPONSE)
     if settings.metrics_enabled:
         # Sync on purpose: Starlette runs it in a thread, so merging the workers' files never
         # blocks the event loop.

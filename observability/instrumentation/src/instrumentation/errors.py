@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -39,6 +40,40 @@ _CODE_BY_STATUS = {
 }
 
 JSON_CONTENT_TYPE = "application/json"
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every 4xx/5xx answer, documented in OpenAPI as what is really sent."""
+
+    error: ErrorBody
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry for an error answered with the envelope."""
+    return {"model": ErrorEnvelope, "description": description}
+
+
+# On every route; 422 on every route that takes input (FastAPI would otherwise describe it as
+# its own HTTPValidationError, which is never sent).
+INTERNAL_ERROR_RESPONSE: dict[int | str, dict[str, Any]] = {
+    500: error_doc("Unexpected error (the traceback is in the log, never here)"),
+}
+VALIDATION_ERROR_RESPONSE: dict[int | str, dict[str, Any]] = {
+    422: error_doc("Invalid request: `details` says where and why"),
+}
 
 
 class AppError(Exception):

@@ -17,7 +17,6 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from instrumentation.request_id import request_id_var
 
-
 # Tracebacks as dicts, without each frame's local variables: locals hold request data,
 # settings and database URLs, none of which belongs in a log line.
 _TRACEBACKS = structlog.processors.ExceptionRenderer(

@@ -167,8 +167,8 @@ def test_ci_runs_on_pushes_and_pull_requests() -> None:
     assert {"push", "pull_request"} <= set(on)
 
 
-def test_ci_has_the_four_jobs(ci_jobs: dict[str, dict[str, Any]]) -> None:
-    assert {"lint", "test", "docker-build", "compose-smoke"} <= set(ci_jobs)
+def test_ci_has_the_five_jobs(ci_jobs: dict[str, dict[str, Any]]) -> None:
+    assert {"lint", "test", "audit", "docker-build", "compose-smoke"} <= set(ci_jobs)
     for name, job in ci_jobs.items():
         assert str(job.get("runs-on", "")).startswith("ubuntu-"), name
 
@@ -182,6 +182,24 @@ def test_test_runs_make_test_as_root(ci_jobs: dict[str, dict[str, Any]]) -> None
     scripts = [s for s in runs(ci_jobs["test"]) if re.search(r"\bmake test\b", s)]
     assert scripts, "the test job must run the README's `make test`"
     assert all(s.lstrip().startswith("sudo ") for s in scripts)
+
+
+def test_audit_checks_the_locked_runtime_dependencies(
+    ci_jobs: dict[str, dict[str, Any]],
+) -> None:
+    job = ci_jobs["audit"]
+    assert "continue-on-error" not in job
+    assert all("continue-on-error" not in step for step in steps(job))
+    script = re.sub(r"\\\n\s*", " ", "\n".join(runs(job)))  # join continued lines
+    export = re.search(r"uv export (.*)", script)
+    assert export, "the audit must read the lock (uv export)"
+    flags = set(export[1].split())
+    assert {"--frozen", "--no-dev", "--no-emit-workspace"} <= flags
+    assert "--no-hashes" not in flags  # pinned and hashed: pip-audit installs nothing
+    audit = re.search(r"pip-audit (.*)", script)
+    assert audit, "no pip-audit"
+    assert {"--strict", "--disable-pip", "--requirement"} <= set(audit[1].split())
+    assert script.index("uv export") < script.index("pip-audit")
 
 
 def test_docker_build_builds_both_targets(ci_jobs: dict[str, dict[str, Any]]) -> None:

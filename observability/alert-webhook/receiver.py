@@ -12,6 +12,8 @@ import argparse
 import datetime
 import http.server
 import json
+import sys
+import threading
 from typing import Any
 
 MAX_BODY = 1 << 20
@@ -40,6 +42,18 @@ def summarize(payload: Any, path: str) -> dict[str, Any]:
     }
 
 
+_STDOUT = threading.Lock()
+
+
+def emit(record: dict[str, Any]) -> None:
+    """One JSON line, written whole: print() writes the text and the newline separately, and
+    two notifications handled by two threads at once ended up on one line."""
+    line = json.dumps(record) + "\n"
+    with _STDOUT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def _reply(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -60,7 +74,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             payload = json.loads(raw)
         except ValueError:
             payload = {"raw": raw.decode("utf-8", "replace")}
-        print(json.dumps(summarize(payload, self.path)), flush=True)
+        emit(summarize(payload, self.path))
         self._reply(200, b'{"status":"ok"}')
 
     def log_message(self, format: str, *args: Any) -> None:

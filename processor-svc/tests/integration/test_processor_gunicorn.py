@@ -3,6 +3,7 @@
 import asyncio
 import json
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,11 +133,19 @@ def test_every_line_is_json_and_the_access_line_carries_the_trace(
 
 
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
-    service = _start(tmp_path, delay=0.5)
+    service = _start(tmp_path, delay=1.0)
+
+    def in_flight() -> float:
+        # The scrape itself is in flight too.
+        return metric_value(_scrape(service), "app_http_requests_in_flight") - 1
 
     async def during_shutdown() -> list[int]:
         task = asyncio.create_task(_post_many(service.url(), 50, concurrency=50))
-        await asyncio.sleep(0.25)  # all 50 were accepted and are sleeping their 0.5 s
+        # SIGTERM once all 50 are inside the workers (each sleeps 0.5 s there); a fixed
+        # sleep is not enough on a busy machine, where some would still be queued.
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(in_flight) < 50:
+            assert time.monotonic() < deadline, "the 50 requests never were in flight together"
         service.proc.send_signal(signal.SIGTERM)
         return await task
 

@@ -20,7 +20,7 @@ from instrumentation.middleware import ObservabilityMiddleware
 from instrumentation.settings import ObservabilitySettings
 from instrumentation.tracing import instrument_app, start_tracing
 
-_NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
     "logs": False,
@@ -74,7 +74,7 @@ def create_service_app(
         responses=INTERNAL_ERROR_RESPONSE,
         # FastAPI's own OpenTelemetry layer would add a second set of spans and metrics on top
         # of opentelemetry-instrumentation-fastapi and our middleware: one of each is enough.
-        telemetry=_NATIVE_TELEMETRY_OFF,
+        telemetry=NATIVE_TELEMETRY_OFF,
         **fastapi_kwargs,
     )
     metrics = Metrics(

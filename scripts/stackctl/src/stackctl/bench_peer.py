@@ -15,13 +15,12 @@ own telemetry is off in both. With the libraries' defaults it would be slower st
 """
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from time import perf_counter
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -39,23 +38,13 @@ from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
 from instrumentation import health
+from instrumentation.app import NATIVE_TELEMETRY_OFF, Lifespan
 from instrumentation.errors import install_error_handlers
 from instrumentation.metrics import Metrics
 from instrumentation.settings import ObservabilitySettings
 from processor_svc.config import Settings as ProcessorSettings
 from processor_svc.metrics import ProcessorMetrics
 from processor_svc.routes import process
-
-# FastAPI's built-in OpenTelemetry layer would add a second span per request on top of
-# FastAPIInstrumentor; ours switches it off too.
-_FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
-    "tracing": False,
-    "metrics": False,
-    "logs": False,
-    "operation_spans": False,
-}
-
-Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def _add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -122,7 +111,7 @@ def _peer_app(
 ) -> FastAPI:
     """The usual wiring: instrumentator, logging middleware, FastAPIInstrumentor."""
     _configure_structlog()
-    app = FastAPI(title=title, lifespan=lifespan, telemetry=_FASTAPI_TELEMETRY_OFF)
+    app = FastAPI(title=title, lifespan=lifespan, telemetry=NATIVE_TELEMETRY_OFF)
     app.state.settings = settings
     install_error_handlers(app)
     for router in (health.router, *routers):

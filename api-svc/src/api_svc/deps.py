@@ -9,11 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api_svc.db import Database
 from api_svc.metrics import MessageMetrics
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessionmaker() as session:
+    database: Database = request.app.state.database
+    async with database.session() as session:
         yield session
 
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
 from api_svc.config import Settings, get_settings
-from api_svc.db import create_engine, create_sessionmaker
+from api_svc.db import Database
 from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
@@ -21,19 +21,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The engine (and its pool) belongs to the worker process: made after gunicorn forked.
-        engine = create_engine(settings)
+        database = Database(settings)
         # A process-wide singleton: undone at shutdown so that a later app can instrument its
         # own engine (tests build several apps in one process).
         instrumentor = SQLAlchemyInstrumentor() if settings.tracing_enabled else None
         if instrumentor is not None:
-            instrumentor.instrument(engine=engine.sync_engine)
-        app.state.sessionmaker = create_sessionmaker(engine)
+            instrumentor.instrument(engine=database.engine.sync_engine)
+        app.state.database = database
         try:
             yield
         finally:
             if instrumentor is not None:
                 instrumentor.uninstrument()
-            await engine.dispose()
+            await database.dispose()
 
     def setup(app: FastAPI, metrics: Metrics) -> None:
         app.state.message_metrics = MessageMetrics(metrics)

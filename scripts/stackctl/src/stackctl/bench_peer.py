@@ -33,7 +33,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 from structlog.typing import EventDict, WrappedLogger
 
 from api_svc.config import Settings as ApiSettings
-from api_svc.db import create_engine, create_sessionmaker
+from api_svc.db import Database
 from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
@@ -141,13 +141,13 @@ def create_api_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         provider = _start_tracing(settings)
-        engine = create_engine(settings)
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
-        app.state.sessionmaker = create_sessionmaker(engine)
+        database = Database(settings)
+        SQLAlchemyInstrumentor().instrument(engine=database.engine.sync_engine)
+        app.state.database = database
         try:
             yield
         finally:
-            await engine.dispose()
+            await database.dispose()
             provider.shutdown()
 
     app = _peer_app(

@@ -71,14 +71,17 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 # ---------------------------------------------------------------------------------------
 FROM runtime AS api-svc
 ENV SERVICE_NAME=api-svc \
-    PORT=8000
+    PORT=8000 \
+    METRICS_PORT=9000
 RUN ["python", "-c", "import api_svc, instrumentation"]
-EXPOSE 8000
+# 8000: the API (through the gateway); 9000: /metrics, served by the gunicorn master.
+EXPOSE 8000 9000
 CMD ["gunicorn", "api_svc.main:app", "-c", "python:instrumentation.gunicorn_conf"]
 
 FROM runtime AS processor-svc
 ENV SERVICE_NAME=processor-svc \
-    PORT=8001
+    PORT=8001 \
+    METRICS_PORT=9001
 RUN ["python", "-c", "import processor_svc, instrumentation"]
-EXPOSE 8001
+EXPOSE 8001 9001
 CMD ["gunicorn", "processor_svc.main:app", "-c", "python:instrumentation.gunicorn_conf"]

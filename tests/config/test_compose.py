@@ -368,6 +368,8 @@ def test_service_environment(services: dict[str, dict[str, Any]]) -> None:
     assert (processor["SERVICE_NAME"], processor["PORT"], processor["ROOT_PATH"]) == (
         "processor-svc", "8001", "/processor",
     )  # fmt: skip
+    # Prometheus scrapes the gunicorn master's metrics port (prometheus.yml).
+    assert (api["METRICS_PORT"], processor["METRICS_PORT"]) == ("9000", "9001")
     for env in (api, processor):
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tempo:4318"
         assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/metrics"  # noqa: S108

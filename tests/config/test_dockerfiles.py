@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-SERVICES = {"api-svc": ("api_svc", 8000), "processor-svc": ("processor_svc", 8001)}
+SERVICES = {"api-svc": ("api_svc", 8000, 9000), "processor-svc": ("processor_svc", 8001, 9001)}
 WORKSPACE_PYPROJECTS = (
     "pyproject.toml",
     "observability/instrumentation/pyproject.toml",
@@ -161,13 +161,14 @@ def test_runtime_environment_and_healthcheck() -> None:
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_each_target(service: str) -> None:
-    package, port = SERVICES[service]
+    package, port, metrics_port = SERVICES[service]
     target = stages()[service]
     assert target[0] == ("FROM", f"runtime AS {service}")
     env = " ".join(rest for keyword, rest in target if keyword == "ENV")
     assert f"SERVICE_NAME={service}" in env
-    assert f"PORT={port}" in env
-    assert ("EXPOSE", str(port)) in target
+    assert f" PORT={port}" in f" {env}"
+    assert f"METRICS_PORT={metrics_port}" in env
+    assert ("EXPOSE", f"{port} {metrics_port}") in target
     cmds = [rest for keyword, rest in target if keyword == "CMD"]
     assert cmds == [
         f'["gunicorn", "{package}.main:app", "-c", "python:instrumentation.gunicorn_conf"]'

@@ -113,8 +113,8 @@ NAME_PORT = re.compile(
 
 # Scrape jobs of the contract: job -> target.
 CORE_JOBS = {
-    "api-svc": "api-svc:8000",
-    "processor-svc": "processor-svc:8001",
+    "api-svc": "api-svc:9000",
+    "processor-svc": "processor-svc:9001",
     "node": "node-exporter:9100",
     "postgres": "postgres-exporter:9187",
     "nginx": "nginx-exporter:9113",
@@ -526,8 +526,8 @@ def test_promtool_check_config(tmp_path: Path) -> None:
     shutil.copytree(PROM_DIR, native)
     for path in native.rglob("*.yml"):
         path.write_text(native_rewrite(path.read_text(encoding="utf-8")), encoding="utf-8")
-    assert "api-svc:8000" not in (native / "prometheus.yml").read_text(encoding="utf-8")
-    assert "127.0.0.1:8000" in (native / "prometheus.yml").read_text(encoding="utf-8")
+    assert "api-svc:9000" not in (native / "prometheus.yml").read_text(encoding="utf-8")
+    assert "127.0.0.1:9000" in (native / "prometheus.yml").read_text(encoding="utf-8")
     assert_ok(run([promtool, "check", "config", str(native / "prometheus.yml")]))
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import signal
 import time
 import uuid
@@ -157,3 +158,87 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
     assert returncode == 0
     lines = json_lines(service.log_path.read_text())
     assert any("Shutting down" in line["event"] for line in lines)
+
+
+def _listening_inode(port: int) -> str:
+    """The socket inode listening on 127.0.0.1:``port`` (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and local == f"0100007F:{port:04X}":  # LISTEN on 127.0.0.1
+            return inode
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _holds_socket(pid: int, inode: str) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(fd.readlink() == Path(f"socket:[{inode}]") for fd in fds.iterdir())
+
+
+def test_the_master_serves_every_workers_metrics_while_the_workers_are_stuck(
+    tmp_path: Path,
+) -> None:
+    """METRICS_PORT: the gunicorn master answers the scrape, so a worker that cannot get to it
+    (here: stopped with SIGSTOP, as a saturated event loop would be) does not delay it."""
+    metrics_port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    service = start_service(
+        APP,
+        name="processor-svc",
+        port=free_port(),
+        log_path=tmp_path / "processor.log",
+        env={
+            "PROCESS_DELAY_SECONDS": "0.01",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "METRICS_PORT": str(metrics_port),
+        },
+        workers=2,
+    )
+    workers = service.worker_pids()
+    try:
+        assert asyncio.run(_post_many(service.url(), 100)) == [200] * 100
+        # Only the master holds the metrics port; the workers closed their inherited copy.
+        inode = _listening_inode(metrics_port)
+        assert _holds_socket(service.proc.pid, inode)
+        assert not [pid for pid in workers if _holds_socket(pid, inode)]
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            response = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            seconds = time.monotonic() - start
+            with pytest.raises(httpx.ReadTimeout):  # the workers' own /metrics cannot answer
+                httpx.get(service.url("/metrics"), timeout=1)
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        assert response.status_code == 200
+        assert seconds < 2
+        labels = {"service": "processor-svc", "method": "POST", "route": "/process"}
+        assert metric_value(response.text, "app_http_requests_total", **labels, status="200") == 100
+        # Samples of both workers, merged; nothing is in flight (the scrape never reached one).
+        assert {f"counter_{pid}.db" for pid in workers} <= {p.name for p in metrics_dir.iterdir()}
+        assert metric_value(response.text, "app_http_requests_in_flight") == 0
+    finally:
+        service.stop()
+    # The master closed it on exit.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+
+
+def test_metrics_enabled_false_also_switches_the_master_server_off(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    service = start_service(
+        APP,
+        name="processor-svc",
+        port=free_port(),
+        log_path=tmp_path / "processor.log",
+        env={"METRICS_ENABLED": "false", "METRICS_PORT": str(metrics_port)},
+        workers=1,
+    )
+    try:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+    finally:
+        service.stop()

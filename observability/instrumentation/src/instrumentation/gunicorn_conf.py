@@ -3,20 +3,31 @@
     gunicorn <module>:app -c python:instrumentation.gunicorn_conf
 
 Everything a deployment changes comes from the environment: PORT, WEB_CONCURRENCY,
-GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR.
+GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR, and METRICS_PORT: when set
+(and METRICS_ENABLED is not false), the master serves all workers' metrics on that port.
 """
 
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter
 
 from instrumentation.logs import stdlib_logging_config
+
+if TYPE_CHECKING:  # imported for real only once the multiprocess directory is set
+    from instrumentation.metrics import MasterMetricsServer
 
 _service = os.environ.get("SERVICE_NAME", "gunicorn")
 _level = os.environ.get("LOG_LEVEL", "info")
 
-bind = [f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]  # noqa: S104
+_host = os.environ.get("BIND_HOST", "0.0.0.0")  # noqa: S104 - a container's only interface
+_metrics_port = os.environ.get("METRICS_PORT", "")
+# The same parsing as the services' settings (METRICS_ENABLED=false turns both off).
+_metrics_enabled = TypeAdapter(bool).validate_python(os.environ.get("METRICS_ENABLED", "true"))
+
+bind = [f"{_host}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "instrumentation.worker.ServiceWorker"
 # SIGTERM: stop accepting, let in-flight requests (e.g. a 0.5 s /process) finish, then exit.
@@ -35,6 +46,7 @@ logconfig_dict = stdlib_logging_config(_service, _level)
 
 
 _own_directory: list[str] = []
+_metrics_server: list["MasterMetricsServer"] = []
 
 
 def on_starting(_server: Any) -> None:
@@ -52,6 +64,23 @@ def on_starting(_server: Any) -> None:
             os.unlink(entry.path)
 
 
+def when_ready(_server: Any) -> None:
+    """Serve /metrics from the master: a saturated worker would answer a scrape late."""
+    if not (_metrics_port and _metrics_enabled):
+        return
+    # Imported here: prometheus_client must not be imported before the directory is set.
+    from instrumentation.metrics import MasterMetricsServer  # noqa: PLC0415
+
+    _metrics_server.append(MasterMetricsServer(_host, int(_metrics_port)))
+
+
+def post_fork(_server: Any, _worker: Any) -> None:
+    # The worker inherited the master's metrics socket: close its copy, so that only the
+    # master holds the port (a worker outliving a killed master must not keep it bound).
+    for server in _metrics_server:
+        server.close_inherited_socket()
+
+
 def child_exit(_server: Any, worker: Any) -> None:
     # Imported here: prometheus_client must not be imported before the directory is set.
     from prometheus_client import multiprocess  # noqa: PLC0415
@@ -60,5 +89,7 @@ def child_exit(_server: Any, worker: Any) -> None:
 
 
 def on_exit(_server: Any) -> None:
+    for server in _metrics_server:
+        server.stop()
     for directory in _own_directory:
         shutil.rmtree(directory, ignore_errors=True)

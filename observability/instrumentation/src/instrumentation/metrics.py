@@ -17,6 +17,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 # ``*_created`` series are not exported in multiprocess mode; drop them in single-process mode
@@ -122,3 +123,26 @@ class Metrics:
 
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class MasterMetricsServer:
+    """Every worker's samples, served by this process on a port of its own.
+
+    The gunicorn master runs it (``METRICS_PORT``): it is idle and outlives its workers, so a
+    scrape answered there never queues behind requests on a saturated worker's event loop
+    (``make bench``: p99 1.5 s from a worker under load). Needs multiprocess mode.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        self._server, self._thread = start_http_server(port, host, registry=registry)
+
+    def close_inherited_socket(self) -> None:
+        """In a forked child: close its copy of the listening socket (the master keeps it)."""
+        self._server.socket.close()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

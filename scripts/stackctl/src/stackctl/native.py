@@ -39,8 +39,8 @@ OWNER = "messages_owner"
 READER = "api_reader"
 # The compose service:port pairs the native twin listens on.
 CORE_PORTS = (
-    ("postgres", 5432), ("api-svc", 8000), ("processor-svc", 8001), ("gateway", 8080),
-    ("gateway", 8081), ("prometheus", 9090), ("alertmanager", 9093), ("alert-webhook", 5001),
+    ("postgres", 5432), ("api-svc", 8000), ("api-svc", 9000), ("processor-svc", 8001),
+    ("processor-svc", 9001), ("gateway", 8080), ("gateway", 8081), ("prometheus", 9090), ("alertmanager", 9093), ("alert-webhook", 5001),
     ("node-exporter", 9100), ("postgres-exporter", 9187), ("nginx-exporter", 9113),
 )  # fmt: skip
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
@@ -171,9 +171,9 @@ class NativeStack:
         common = {"BIND_HOST": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1", **tracing_endpoint}
         for name, app, port, root_path, extra in (
             ("api-svc", "api_svc.main:app", self.port("api-svc", 8000), "/api",
-             {"DATABASE_URL": reader_url}),
+             {"DATABASE_URL": reader_url, "METRICS_PORT": str(self.port("api-svc", 9000))}),
             ("processor-svc", "processor_svc.main:app", self.port("processor-svc", 8001),
-             "/processor", {}),
+             "/processor", {"METRICS_PORT": str(self.port("processor-svc", 9001))}),
         ):  # fmt: skip
             metrics_dir = self.state.run / f"{name}-metrics"
             metrics_dir.mkdir(exist_ok=True)

@@ -351,6 +351,9 @@ class Deployment:
     def gateway_url(self, path: str) -> str:
         return self.url("gateway", path)
 
+    def metrics_url(self, service: str) -> str:
+        return self.url(f"{service}-metrics", "/metrics")
+
 
 def full_deployment(stack: NativeStack, sink: str) -> Deployment:
     """The stack's own services, restarted once to export spans to the sink, then kept
@@ -363,6 +366,9 @@ def full_deployment(stack: NativeStack, sink: str) -> Deployment:
         "processor-svc": stack.port("processor-svc", 8001),
         "gateway": stack.port("gateway", 8080),
         "gateway-status": stack.port("gateway", 8081),
+        # Where Prometheus scrapes: the gunicorn master's own port.
+        "api-svc-metrics": stack.port("api-svc", 9000),
+        "processor-svc-metrics": stack.port("processor-svc", 9001),
     }
     masters = {name: stack.pid(name) for name in (*SERVICES, "gateway")}
     return Deployment("full", ports, masters)
@@ -409,6 +415,7 @@ class SideDeployments:
             # Never the stack's directory: gunicorn wipes it at start.
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.sink,
+            "METRICS_PORT": "",  # not the stack's port; only the full variant is scraped
             **(BARE_ENV if variant == "bare" else {}),
         }
         argv = gunicorn_argv((PEER_APPS if variant == "peer" else SERVICE_APPS)[name])
@@ -527,7 +534,7 @@ def take_memory(deployments: Mapping[str, Deployment]) -> Memory:
         for variant, deployment in deployments.items()
     }
     full = deployments["full"]
-    served = sum(requests_total(full.url(name, "/metrics")) for name in SERVICES)
+    served = sum(requests_total(full.metrics_url(name)) for name in SERVICES)
     return Memory(time.monotonic(), workers, served)
 
 
@@ -597,7 +604,7 @@ class Runner:
         url = full.url("api-svc", "/message/1")
         run_load(wrk_argv(url, self.scripts["message"], CONNECTIONS, self.config.warmup), 60)
         wrk = wrk_argv(url, self.scripts["message"], CONNECTIONS, self.config.duration)
-        metrics = full.url("api-svc", "/metrics")
+        metrics = full.metrics_url("api-svc")
         load, scrapes = self.accounted(full, "api-svc", wrk, via_gateway=False, scrape=metrics)
         self.results.add_load(("message", "scraped", "full"), load)
         self.results.add_scrapes(("full", "api-svc"), scrapes)
@@ -615,7 +622,7 @@ class Runner:
             str(ceil(warmup)),
             str(ceil(seconds)),
         )
-        metrics = full.url("processor-svc", "/metrics")
+        metrics = full.metrics_url("processor-svc")
         load, scrapes = self.accounted(
             full, "processor-svc", wrk, via_gateway=True, scrape=metrics, scrape_after=warmup + 1
         )

@@ -40,7 +40,8 @@ READER = "api_reader"
 # The compose service:port pairs the native twin listens on.
 CORE_PORTS = (
     ("postgres", 5432), ("api-svc", 8000), ("api-svc", 9000), ("processor-svc", 8001),
-    ("processor-svc", 9001), ("gateway", 8080), ("gateway", 8081), ("prometheus", 9090), ("alertmanager", 9093), ("alert-webhook", 5001),
+    ("processor-svc", 9001), ("gateway", 8080), ("gateway", 8081), ("prometheus", 9090),
+    ("alertmanager", 9093), ("alert-webhook", 5001),
     ("node-exporter", 9100), ("postgres-exporter", 9187), ("nginx-exporter", 9113),
 )  # fmt: skip
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}

@@ -515,6 +515,67 @@ def test_malformed_requests_get_envelopes(gw: Gateway, data: bytes, status: int)
     assert error["request_id"] == headers["x-request-id"]
 
 
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET /message/\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
+        (b"GET /health?q=\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
+        (b"POST /process HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 400),
+        (b"FOO /message/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+        (b"BREW /message/\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
+    ],
+    ids=["raw-utf8-target", "raw-byte-query", "unknown-te", "http-2.0-line", "unknown-method",
+         "unknown-method-and-raw-byte"],
+)  # fmt: skip
+def test_what_the_services_cannot_parse_gets_envelopes(
+    gw: Gateway, stubs: dict[str, Stub], data: bytes, status: int
+) -> None:
+    """Raw non-ASCII bytes in the target and methods no service knows are refused by the
+    gateway (the services' parser would answer plain text); 501/505 become a 400 envelope."""
+    got, headers, body = _raw(gw.port, data)
+    assert got == status, body
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == ENVELOPE_CODES[status]
+    assert error["request_id"] == headers["x-request-id"]
+    assert all(stub.find(headers["x-request-id"]) is None for stub in stubs.values())
+
+
+def test_access_log_stays_utf8_json_whatever_the_bytes(gw: Gateway) -> None:
+    """escape=json passes bytes >= 0x80 as they are: values that are not UTF-8 are cut there."""
+    marker = uuid.uuid4().hex
+    _raw(
+        gw.port,
+        b"GET /message/a\xff" + marker.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"X-Request-ID: " + marker.encode() + b"-1\r\nConnection: close\r\n\r\n",
+    )
+    _raw(
+        gw.port,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: \xc3\xa9\xe2\x82\r\n"
+        b"X-Request-ID: " + marker.encode() + b"-2\r\nConnection: close\r\n\r\n",
+    )
+    call(
+        gw,
+        "GET",
+        "/health",
+        headers={"X-Request-ID": f"{marker}-3", "User-Agent": "\u00e9t\u00e9".encode()},
+    )
+    deadline = time.monotonic() + 5
+    lines: dict[str, dict[str, Any]] = {}
+    while len(lines) < 3 and time.monotonic() < deadline:
+        raw = gw.access_log.read_bytes().decode("utf-8")  # raises on a byte that is not UTF-8
+        lines = {
+            entry["request_id"]: entry
+            for entry in map(json.loads, filter(str.strip, raw.split("\n")))
+            if entry["request_id"].startswith(marker)
+        }
+        time.sleep(0.05)
+    assert lines[f"{marker}-1"]["uri"] == "/message/a(not UTF-8)"
+    assert lines[f"{marker}-2"]["user_agent"] == "\u00e9(not UTF-8)"
+    assert lines[f"{marker}-3"]["user_agent"] == "\u00e9t\u00e9"  # valid UTF-8 is kept
+
+
 def test_prefix_without_slash_redirects_relative(gw: Gateway) -> None:
     response = call(gw, "GET", "/api")
     assert response.status_code == 301

@@ -18,7 +18,7 @@ from instrumentation.logs import configure_logging, get_logger
 from instrumentation.metrics import METRICS_CONTENT_TYPE, Metrics
 from instrumentation.middleware import ObservabilityMiddleware
 from instrumentation.settings import ObservabilitySettings
-from instrumentation.tracing import instrument_app, start_tracing
+from instrumentation.tracing import server_tracer, start_tracing
 
 NATIVE_TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
@@ -73,7 +73,7 @@ def create_service_app(
         lifespan=service_lifespan,
         responses=INTERNAL_ERROR_RESPONSE,
         # FastAPI's own OpenTelemetry layer would add a second set of spans and metrics on top
-        # of opentelemetry-instrumentation-fastapi and our middleware: one of each is enough.
+        # of our middleware's: one of each is enough.
         telemetry=NATIVE_TELEMETRY_OFF,
         **fastapi_kwargs,
     )
@@ -102,8 +102,8 @@ def create_service_app(
         ObservabilityMiddleware,
         metrics=metrics if settings.metrics_enabled else None,
         access_log=settings.access_log_enabled,
+        tracer=server_tracer(settings) if settings.tracing_enabled else None,
+        untraced_paths=settings.tracing_excluded_urls,
         root_path=settings.root_path,
     )
-    if settings.tracing_enabled:
-        instrument_app(app, settings)
     return app

@@ -1,19 +1,22 @@
-"""The one pure ASGI middleware: request id, metrics, access log, last-resort error envelope.
+"""The one pure ASGI middleware: request id, server span, metrics, access log, last-resort
+error envelope.
 
 What to record is decided once, when the app is built; the per-request path does no lookups
 that could be done at start-up.
 """
 
+import re
 from time import perf_counter
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Status, StatusCode, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instrumentation.errors import JSON_CONTENT_TYPE, ErrorCode, error_body
 from instrumentation.logs import get_logger
 from instrumentation.metrics import UNMATCHED_ROUTE, Metrics, method_label
 from instrumentation.request_id import HEADER, request_id_from, request_id_var
+from instrumentation.tracing import end_server_span, start_server_span
 
 _JSON = JSON_CONTENT_TYPE.encode("ascii")
 _access_log = get_logger("access")
@@ -32,11 +35,23 @@ def route_template(scope: Scope) -> str:
 
 class ObservabilityMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics | None, access_log: bool, root_path: str = ""
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics | None,
+        access_log: bool,
+        tracer: Tracer | None = None,
+        untraced_paths: str = "",
+        root_path: str = "",
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # One SERVER span per request (instrumentation.tracing), None when tracing is off.
+        self.tracer = tracer
+        # Comma-separated regexes searched in the path (probes and scrapes are noise in traces).
+        patterns = [pattern.strip() for pattern in untraced_paths.split(",") if pattern.strip()]
+        self.untraced = re.compile("|".join(patterns)) if patterns else None
         # The prefix the gateway strips (/api): routing, the OpenAPI document's server and the
         # Swagger page read it from the scope. FastAPI's own root_path parameter is deprecated,
         # and uvicorn's would also prepend it to scope["path"], i.e. to every logged path.
@@ -63,14 +78,20 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
+        server_span = None
+        if self.tracer is not None and not (self.untraced and self.untraced.search(scope["path"])):
+            server_span = start_server_span(self.tracer, scope)
+
         metrics = self.metrics
         if metrics is not None:
             metrics.in_flight.inc()
         start = perf_counter()
+        unhandled = False
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
             status = 500
+            unhandled = True
             self._record_unhandled(exc, scope)
             if not started:
                 body = error_body(ErrorCode.INTERNAL_ERROR, "Internal server error")
@@ -102,6 +123,8 @@ class ObservabilityMiddleware:
                     duration_ms=round(seconds * 1000, 3),
                     client=client[0] if client else None,
                 )
+            if server_span is not None:
+                end_server_span(server_span, route=route, status=status, unhandled=unhandled)
             request_id_var.reset(token)
 
     def _record_unhandled(self, exc: Exception, scope: Scope) -> None:

@@ -27,7 +27,5 @@ def test_components_run_the_rendered_repository_files(
 def test_alertmanager_runs_the_rendered_receivers(stack: NativeStack) -> None:
     cmdline = Path(f"/proc/{stack.pid('alertmanager')}/cmdline").read_bytes().decode()
     assert str(stack.state.run / "alertmanager" / "alertmanager.yml") in cmdline
-    assert (
-        "http://127.0.0.1:5001/alerts"
-        in (stack.state.run / "alertmanager" / "alertmanager.yml").read_text()
-    )
+    receiver = f"http://127.0.0.1:{stack.port('alert-webhook', 5001)}/alerts"
+    assert receiver in (stack.state.run / "alertmanager" / "alertmanager.yml").read_text()

@@ -14,12 +14,14 @@
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import random
 import signal
 import statistics
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -372,6 +374,86 @@ def _sample(stack: NativeStack, at: float) -> Sample:
     return Sample(at, rss, files)
 
 
+class RawPool:
+    """Keep-alive HTTP/1.1 connections to the gateway, requests written as bytes.
+
+    httpx costs milliseconds of CPU per request: on a machine shared with other load the soak's
+    own client fell behind its 50 req/s and its latencies were mostly its own queueing. This
+    costs a fraction of that. An idle connection the gateway closed (keepalive_timeout,
+    keepalive_requests) is noticed before any answer byte, and the request goes on a new one,
+    as every HTTP client does; any other failure is an outcome with status 0."""
+
+    def __init__(self, port: int, size: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(size)
+
+    async def timed(self, method: str, path: str, kwargs: dict[str, Any]) -> Outcome:
+        if params := kwargs.get("params"):
+            path = f"{path}?{urllib.parse.urlencode(params)}"
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        body = b""
+        if "json" in kwargs:
+            body = json.dumps(kwargs["json"]).encode()
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        data = head.encode() + b"\r\n" + body
+        started = time.monotonic()
+        async with self.slots:
+            status = await self._send(data)
+        return Outcome(path, started, time.monotonic() - started, status, None)
+
+    async def _send(self, data: bytes) -> int:
+        while True:
+            reused = bool(self.idle)
+            if reused:
+                reader, writer = self.idle.pop(0)  # the longest idle first: none idles long
+            else:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                writer.write(data)
+                status_line = await asyncio.wait_for(reader.readline(), 30)
+            except TimeoutError:  # no answer in time: a failure, never sent again
+                writer.close()
+                return 0
+            except OSError:  # reset: like a close
+                status_line = b""
+            if not status_line:
+                writer.close()
+                if reused:
+                    continue  # closed while idle: the request was never read
+                return 0
+            try:
+                status, keep = await asyncio.wait_for(_read_answer(reader, status_line), 30)
+            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+                writer.close()
+                return 0
+            if keep:
+                self.idle.append((reader, writer))
+            else:
+                writer.close()
+            return status
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def _read_answer(reader: asyncio.StreamReader, status_line: bytes) -> tuple[int, bool]:
+    """Read one answer after its status line; (status, whether the connection stays open)."""
+    status = int(status_line.split(b" ", 2)[1])
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip().lower()
+    if headers.get("transfer-encoding") == "chunked":
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readline()
+    else:
+        await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers.get("connection") != "close"
+
+
 def _soak_plan(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
     """One block of 40 requests: mostly reads, /process, one search, 404s, 422s, readiness.
 
@@ -402,29 +484,37 @@ def test_soak_10_minutes_of_mixed_load(stack: NativeStack) -> None:
     plan = [request for _ in range(blocks) for request in _soak_plan(rng)]
     outcomes: list[Outcome] = []
     samples: list[Sample] = []
+    marks: dict[str, float] = {}
 
     async def soak() -> None:
-        limits = httpx.Limits(max_connections=64)
         start = time.monotonic()
-        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, limits=limits) as c:
-            in_flight: set[asyncio.Task[None]] = set()
-            next_sample = start
+        pool = RawPool(stack.port("gateway", 8080), size=64)
+        in_flight: set[asyncio.Task[None]] = set()
+        next_sample = start
 
-            async def one(method: str, path: str, kwargs: dict[str, Any]) -> None:
-                outcomes.append(await _timed(c, method, path, kwargs))
+        async def one(method: str, path: str, kwargs: dict[str, Any]) -> None:
+            outcomes.append(await pool.timed(method, path, kwargs))
 
-            for n, (method, path, kwargs) in enumerate(plan):
-                due = start + n / rate  # open loop: a steady rate, whatever the latency
-                if due > start + SOAK_SECONDS:
-                    break
-                if (now := time.monotonic()) >= next_sample:
-                    samples.append(await asyncio.to_thread(_sample, stack, now - start))
-                    next_sample += 15
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                task = asyncio.create_task(one(method, path, kwargs))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            await asyncio.gather(*in_flight)
+        async def sample(at: float) -> None:
+            samples.append(await asyncio.to_thread(_sample, stack, at))
+
+        def spawn_task(coroutine: Any) -> None:
+            task = asyncio.create_task(coroutine)
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+        for n, (method, path, kwargs) in enumerate(plan):
+            due = start + n / rate  # open loop: a steady rate, whatever the latency
+            if due > start + SOAK_SECONDS:
+                break
+            if (now := time.monotonic()) >= next_sample:
+                spawn_task(sample(now - start))  # beside the load, never holding it up
+                next_sample += 15
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            spawn_task(one(method, path, kwargs))
+        marks["sent"] = time.monotonic() - start
+        await asyncio.gather(*in_flight)
+        pool.close()
         samples.append(await asyncio.to_thread(_sample, stack, time.monotonic() - start))
 
     asyncio.run(soak())
@@ -434,6 +524,7 @@ def test_soak_10_minutes_of_mixed_load(stack: NativeStack) -> None:
     assert set(statuses) <= {200, 404, 422}, statuses
     assert len(outcomes) >= 0.95 * rate * SOAK_SECONDS, f"only {len(outcomes)} requests"
     # The same workers all along (none died or was recycled) ...
+    samples.sort(key=lambda s: s.at)
     baseline = next(s for s in samples if s.at >= warm_up)
     last = samples[-1]
     assert set(last.rss) == set(samples[0].rss), "a worker was replaced during the soak"
@@ -448,7 +539,8 @@ def test_soak_10_minutes_of_mixed_load(stack: NativeStack) -> None:
     assert last.files == baseline.files, (baseline.files, last.files)
     latencies = sorted(o.seconds for o in outcomes)
     print(  # the measured numbers, shown with -s
-        f"soak {SOAK_SECONDS:.0f} s: {len(outcomes)} requests {dict(statuses)}, "
+        f"soak {SOAK_SECONDS:.0f} s: {len(outcomes)} requests {dict(statuses)} sent in "
+        f"{marks['sent']:.0f} s, "
         f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
         f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms; "
         f"RSS KiB after warm-up {baseline.rss} -> end {last.rss}; metric files {last.files}"

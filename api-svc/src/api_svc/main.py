@@ -4,13 +4,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry import trace
 
 from api_svc.config import Settings, get_settings
 from api_svc.db import Database
 from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
+from api_svc.sql_spans import trace_statements
 from instrumentation.app import create_service_app
 from instrumentation.metrics import Metrics
 
@@ -22,17 +23,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The engine (and its pool) belongs to the worker process: made after gunicorn forked.
         database = Database(settings)
-        # A process-wide singleton: undone at shutdown so that a later app can instrument its
-        # own engine (tests build several apps in one process).
-        instrumentor = SQLAlchemyInstrumentor() if settings.tracing_enabled else None
-        if instrumentor is not None:
-            instrumentor.instrument(engine=database.engine.sync_engine)
+        stop_tracing = (
+            trace_statements(
+                database.engine.sync_engine,
+                trace.get_tracer("api_svc.sql", settings.service_version),
+            )
+            if settings.tracing_enabled
+            else None
+        )
         app.state.database = database
         try:
             yield
         finally:
-            if instrumentor is not None:
-                instrumentor.uninstrument()
+            if stop_tracing is not None:
+                stop_tracing()
             await database.dispose()
 
     def setup(app: FastAPI, metrics: Metrics) -> None:

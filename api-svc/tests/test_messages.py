@@ -74,7 +74,7 @@ def test_search_treats_wildcards_and_quotes_as_plain_text(client: TestClient, q:
 @pytest.mark.parametrize(
     "params",
     [{}, {"q": ""}, {"q": "x" * 65}, {"q": "a", "limit": 0}, {"q": "a", "limit": 51},
-     {"q": "a", "limit": "ten"}],
+     {"q": "a", "limit": "ten"}, {"q": "\x00"}, {"q": "ab\x00cd"}],
 )  # fmt: skip
 def test_bad_search_parameters_are_422_envelopes(
     client: TestClient, params: dict[str, object]

@@ -29,7 +29,11 @@ def _like_pattern(q: str) -> str:
 async def search_messages(
     session: SessionDep,
     metrics: MetricsDep,
-    q: Annotated[str, Query(min_length=1, max_length=64, description="Substring to find")],
+    # No NUL: PostgreSQL text cannot hold one (psycopg refuses to send it).
+    q: Annotated[
+        str,
+        Query(min_length=1, max_length=64, pattern=r"^[^\x00]*$", description="Substring to find"),
+    ],
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> SearchResults:
     # Newest first with no index on created_at: every matching row is read and sorted, which

@@ -242,3 +242,61 @@ def test_metrics_enabled_false_also_switches_the_master_server_off(tmp_path: Pat
             httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
     finally:
         service.stop()
+
+
+def test_a_second_master_takes_the_metrics_port_when_the_first_one_leaves(
+    tmp_path: Path,
+) -> None:
+    """A same-host rolling restart: the next instance starts while the old one still holds
+    METRICS_PORT; it serves its own metrics there as soon as the old one has exited."""
+    metrics_port = free_port()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    instances = []
+    for name in ("old", "new"):
+        metrics_dir = tmp_path / f"{name}-metrics"
+        metrics_dir.mkdir()
+        instances.append(
+            start_service(
+                APP,
+                name="processor-svc",
+                port=free_port(),
+                log_path=tmp_path / f"{name}.log",
+                env={
+                    "PROCESS_DELAY_SECONDS": "0",
+                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                    "METRICS_PORT": str(metrics_port),
+                },
+                workers=1,
+            )
+        )
+    old, new = instances
+    labels = {"service": "processor-svc", "method": "POST", "route": "/process", "status": "200"}
+    try:
+        assert asyncio.run(_post_many(old.url(), 30)) == [200] * 30
+        assert asyncio.run(_post_many(new.url(), 5)) == [200] * 5
+        # Only the old instance answers the scrape while it runs ...
+        for _ in range(5):
+            assert (
+                metric_value(
+                    httpx.get(metrics_url, timeout=5).text, "app_http_requests_total", **labels
+                )
+                == 30
+            )
+        assert old.stop() == 0
+        # ... then the new one, within its retry interval.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                text = httpx.get(metrics_url, timeout=5).text
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the new master never took the port"
+                time.sleep(0.1)
+        assert metric_value(text, "app_http_requests_total", **labels) == 5
+        waited = [
+            line for line in json_lines(new.log_path.read_text()) if "metrics port" in line["event"]
+        ]
+        assert [line["level"] for line in waited] == ["warning", "info"]
+    finally:
+        for instance in instances:
+            instance.stop()

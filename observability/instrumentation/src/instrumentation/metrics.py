@@ -5,8 +5,12 @@ gunicorn config does) every worker writes its samples to files and each scrape m
 fresh ``MultiProcessCollector``. Without it (tests, a single uvicorn) our own registry is served.
 """
 
+import errno
+import logging
 import os
+import threading
 from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,6 +23,10 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+
+# Stdlib logging: the master server runs in the gunicorn master, whose logging is gunicorn's
+# logconfig_dict (JSON lines too), not the workers' structlog.
+_log = logging.getLogger("instrumentation.metrics")
 
 # ``*_created`` series are not exported in multiprocess mode; drop them in single-process mode
 # too, so both modes expose the same series.
@@ -131,18 +139,57 @@ class MasterMetricsServer:
     The gunicorn master runs it (``METRICS_PORT``): it is idle and outlives its workers, so a
     scrape answered there never queues behind requests on a saturated worker's event loop
     (``make bench``: p99 1.5 s from a worker under load). Needs multiprocess mode.
+
+    When the port is taken, as in a rolling restart on one host (the next master starts with
+    ``--reuse-port`` while the one it replaces drains), it binds as soon as the port is free:
+    Prometheus reads the old instance until it exits, then this one, never both in turn.
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        self._server, self._thread = start_http_server(port, host, registry=registry)
+    def __init__(self, host: str, port: int, *, retry_seconds: float = 0.5) -> None:
+        self._address = (host, port)
+        self._registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self._registry)  # type: ignore[no-untyped-call]
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._waiter: threading.Thread | None = None
+        if not self._bind():
+            _log.warning("metrics port %d in use: serving it once it is free", port)
+            self._waiter = threading.Thread(
+                target=self._bind_when_free, args=(retry_seconds,), daemon=True
+            )
+            self._waiter.start()
+
+    def _bind(self) -> bool:
+        host, port = self._address
+        try:
+            self._server, self._thread = start_http_server(port, host, registry=self._registry)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            return False
+        return True
+
+    def _bind_when_free(self, retry_seconds: float) -> None:
+        while not self._stopping.wait(retry_seconds):
+            if self._bind():
+                _log.info("metrics port %d free: serving it now", self._address[1])
+                return
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     def close_inherited_socket(self) -> None:
         """In a forked child: close its copy of the listening socket (the master keeps it)."""
-        self._server.socket.close()
+        if self._server is not None:
+            self._server.socket.close()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._stopping.set()
+        if self._waiter is not None:
+            self._waiter.join()
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()

@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackctl.addresses import REPO
 from stackctl.native import NativeStack
-from stackctl.testing import wait_for
+from stackctl.testing import json_lines, wait_for
 
 ENVELOPE_KEYS = {"code", "message", "request_id"}
 MAX_BODY = 64 * 1024  # gateway/conf.d/20-limits.conf: client_max_body_size 64k
@@ -638,23 +638,14 @@ def test_slow_clients_are_cut_off_and_everyone_else_is_served(
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
-    """Every record of a log: UTF-8, one JSON object per "\n"-terminated line.
-
-    Split on "\n" only, like a log shipper: str.splitlines() would also split on U+2028,
-    U+0085 and friends, which JSON allows raw inside a string."""
+    """Every record of a log: UTF-8, one JSON object per "\n"-terminated line."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = raw[max(0, exc.start - 200) : exc.end + 50]
         raise AssertionError(f"{path.name} is not UTF-8 (so not JSON) near {bad!r}") from None
-    records = []
-    for line in text.split("\n"):
-        if line.strip():
-            record = json.loads(line)
-            assert isinstance(record, dict), line
-            records.append(record)
-    return records
+    return json_lines(text)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,13 @@ import httpx
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
-    """Every non-empty line, parsed; raises on a line that is not one JSON object."""
+    """Every non-empty line, parsed; raises on a line that is not one JSON object.
+
+    Split on "\n" only, like a log shipper: str.splitlines() would also split on U+2028,
+    U+0085 and friends, which JSON allows raw inside a string (a logged value may hold them).
+    """
     lines = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if line.strip():
             parsed = json.loads(line)
             if not isinstance(parsed, dict):

@@ -21,10 +21,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        # No ping before every checkout: it is a second round trip on every request. A
-        # connection that died with a PostgreSQL restart fails once (a 503), and that error
-        # invalidates the whole pool, so every other stale connection is replaced unused.
-        pool_pre_ping=False,
+        # A connection that died with a PostgreSQL restart is replaced before it is used. It costs
+        # a round trip per checkout, but without it stale connections stayed in the pool after a
+        # restart and answered 503 whenever a quiet service next picked one up (make test: three
+        # 503s minutes after test_faults had restarted PostgreSQL).
+        pool_pre_ping=True,
         pool_recycle=1800,
         # Read-only service: no BEGIN/ROLLBACK round trips around every single SELECT.
         isolation_level="AUTOCOMMIT",

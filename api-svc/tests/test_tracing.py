@@ -5,21 +5,17 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from stackctl.testing import recorded_spans
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
 
 @pytest.fixture
 def spans(client: TestClient) -> Iterator[InMemorySpanExporter]:  # noqa: ARG001 - started app
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "the app's lifespan installs the provider"
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()
+    with recorded_spans() as exporter:
+        yield exporter
 
 
 def test_the_search_trace_shows_the_sql_statement(

@@ -491,6 +491,17 @@ def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), headers, body
 
 
+def _assert_envelope(gw: Gateway, data: bytes, status: int) -> dict[str, str]:
+    """Send ``data``: the answer is ``status`` as the JSON envelope; returns its headers."""
+    got, headers, body = _raw(gw.port, data)
+    assert got == status, body
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == ENVELOPE_CODES[status]
+    assert error["request_id"] == headers["x-request-id"]
+    return headers
+
+
 @pytest.mark.parametrize(
     ("data", "status"),
     [
@@ -507,12 +518,7 @@ def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     ids=["garbage", "no-host", "uri-too-long", "header-too-large", "chunked-too-large"],
 )
 def test_malformed_requests_get_envelopes(gw: Gateway, data: bytes, status: int) -> None:
-    got, headers, body = _raw(gw.port, data)
-    assert got == status, body
-    assert headers["content-type"] == "application/json"
-    error = json.loads(body)["error"]
-    assert error["code"] == ENVELOPE_CODES[status]
-    assert error["request_id"] == headers["x-request-id"]
+    _assert_envelope(gw, data, status)
 
 
 @pytest.mark.parametrize(
@@ -533,12 +539,7 @@ def test_what_the_services_cannot_parse_gets_envelopes(
 ) -> None:
     """Raw non-ASCII bytes in the target and methods no service knows are refused by the
     gateway (the services' parser would answer plain text); 501/505 become a 400 envelope."""
-    got, headers, body = _raw(gw.port, data)
-    assert got == status, body
-    assert headers["content-type"] == "application/json"
-    error = json.loads(body)["error"]
-    assert error["code"] == ENVELOPE_CODES[status]
-    assert error["request_id"] == headers["x-request-id"]
+    headers = _assert_envelope(gw, data, status)
     assert all(stub.find(headers["x-request-id"]) is None for stub in stubs.values())
 
 

@@ -5,9 +5,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from stackctl.testing import recorded_spans
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -15,14 +16,8 @@ PARENT_ID = "b7ad6b7169203331"
 
 @pytest.fixture
 def spans(client: TestClient) -> Iterator[InMemorySpanExporter]:  # noqa: ARG001 - started app
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "the app's lifespan installs the provider"
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    # The provider is process-wide: the next test adds its own exporter.
-    processor.shutdown()
+    with recorded_spans() as exporter:
+        yield exporter
 
 
 def _server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -108,13 +103,6 @@ def test_tracing_disabled_makes_no_span(
     make_client: Callable[..., TestClient],
 ) -> None:
     untraced = make_client(tracing_enabled=False)
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    try:
+    with recorded_spans() as exporter:
         assert untraced.get("/items/5").status_code == 200
         assert not exporter.get_finished_spans()
-    finally:
-        processor.shutdown()

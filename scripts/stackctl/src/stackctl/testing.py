@@ -4,11 +4,16 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -139,3 +144,19 @@ async def drive(
 def until(deadline: float) -> Callable[[], bool]:
     """A ``stop`` for :func:`drive`: true once ``time.monotonic()`` passes ``deadline``."""
     return lambda: time.monotonic() > deadline
+
+
+@contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Every span finished inside the block, taken from the process-wide TracerProvider (an
+    app's lifespan installs it); detached afterwards, so the next test starts empty."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        raise TypeError("no SDK TracerProvider: start a traced app (its lifespan installs it)")
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    try:
+        yield exporter
+    finally:
+        processor.shutdown()

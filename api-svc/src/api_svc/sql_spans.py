@@ -1,9 +1,9 @@
 """A CLIENT span per SQL statement, from two SQLAlchemy engine events.
 
 Instead of opentelemetry-instrumentation-sqlalchemy, which recomputes the connection's
-attributes from the URL and the cursor and parses the statement twice on every execution
-(``make bench``: a measurable share of each ``GET /message/{id}``). Here every attribute that
-depends on the engine only is computed once; per statement there is the span and its text.
+attributes from the URL and the cursor and parses the statement twice on every execution.
+Here every attribute that depends on the engine only is computed once; per statement there
+is the span and its text.
 
 The attribute names are the ones Tempo's service graph reads for database nodes
 (``db.system``, ``db.name``) and the ones the contrib instrumentation set.

@@ -5,7 +5,7 @@ COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
 UV_RUN := uv run --frozen
 
-.PHONY: bench help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
+.PHONY: bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ native-unfix-search:
 
 bench: deps ## Measure what observability costs on the native twin (~8 min; writes bench/results.json)
 	$(UV_RUN) python -m stackctl.bench
+
+profile: deps ## Where the services' CPU goes under the bench's load (py-spy, ~2 min; writes bench/profiles/)
+	$(UV_RUN) python -m stackctl.profile
 
 ## --- Development ---
 deps: ## Install what the tests need (Debian packages, uv) and the locked Python environment

@@ -82,8 +82,8 @@ def test_samples_are_told_apart_by_the_thread_or_greenlet_they_ran_in() -> None:
     profile = parse_collapsed([exporter, main, greenlet])
     assert profile.by_root() == {
         "thread: BatchProcessor.worker (opentelemetry/sdk/_shared_internal/__init__.py)": 5,
-        "the event loop (main thread)": 7,
-        "greenlet: Session.get (sqlalchemy/orm/session.py)": 2,
+        "main thread (a worker's event loop; the master's arbiter)": 7,
+        "other root: Session.get (sqlalchemy/orm/session.py)": 2,
     }
     # The frames every worker stack starts with are left out of the inclusive table.
     assert not any(frame.startswith("_run_module_as_main") for frame in profile.inclusive())

@@ -119,17 +119,19 @@ class Profile:
         return charged
 
     def by_root(self) -> Counter[str]:
-        """Where a sample ran: the event loop, a thread (by its run function) or a greenlet
-        (SQLAlchemy's async layer runs each query's sync part in one: a stack of its own)."""
+        """Where a sample ran: the event loop, a thread (by its run function), or another root:
+        a greenlet (SQLAlchemy's async layer runs each query's sync part in one, a stack of
+        its own rooted at e.g. Session.get) or a stack py-spy read while it changed (it does
+        not pause the process)."""
         roots: Counter[str] = Counter()
         for stack, count in self.stacks.items():
             if stack[0].startswith("_run_module_as_main"):
-                root = "the event loop (main thread)"
+                root = "main thread (a worker's event loop; the master's arbiter)"
             elif stack[0].startswith("Thread._bootstrap"):
                 # Thread._bootstrap, _bootstrap_inner, Thread.run, then the thread's target.
                 root = f"thread: {short(stack[min(3, len(stack) - 1)])}"
             else:
-                root = f"greenlet: {short(stack[0])}"
+                root = f"other root: {short(stack[0])}"
             roots[root] += count
         return roots
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -496,8 +496,12 @@ def workers(master: int) -> list[int]:
 
 def cpu_seconds(master: int) -> float:
     """User + system CPU time of a gunicorn master and its live workers."""
+    return processes_cpu_seconds((master, *workers(master)))
+
+
+def processes_cpu_seconds(pids: Iterable[int]) -> float:
     ticks = 0
-    for pid in (master, *workers(master)):
+    for pid in pids:
         with suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)

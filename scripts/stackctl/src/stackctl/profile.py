@@ -38,6 +38,8 @@ from stackctl.bench import (
     SideDeployments,
     full_deployment,
     otlp_sink,
+    parse_wrk,
+    processes_cpu_seconds,
     sink_endpoint,
     workers,
     write_scripts,
@@ -223,17 +225,6 @@ def report(name: str, profile: Profile, count: int, cpu_s: float, *, unit: str) 
 
 
 # --- the runs --------------------------------------------------------------------------------
-def process_cpu_seconds(pids: Iterable[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
     py_spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     argv = [py_spy_bin, "record", "--pid", str(pid), "--duration", str(int(seconds)),
@@ -266,7 +257,7 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
         time.sleep(warmup)
         if deployment.variant == "full":
             scraper = _scraper(deployment.metrics_url(service), sampled)
-        before = {label: process_cpu_seconds(pids) for label, pids, _ in groups}
+        before = {label: processes_cpu_seconds(pids) for label, pids, _ in groups}
         spies = [
             (pid, py_spy(pid, sampled, work / f"{label}-{pid}.raw"))
             for label, pids, _ in groups
@@ -276,7 +267,7 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
             _, err = spy.communicate(timeout=sampled + 30)
             if spy.returncode != 0:
                 raise ComponentFailedError(f"py-spy on {pid} failed: {err.decode()[-500:]}")
-        cpu = {label: process_cpu_seconds(pids) - before[label] for label, pids, _ in groups}
+        cpu = {label: processes_cpu_seconds(pids) - before[label] for label, pids, _ in groups}
         out, _ = wrk.communicate(timeout=seconds + 30)
     finally:
         for child in (wrk, scraper):
@@ -301,11 +292,7 @@ def _scraper(url: str, seconds: float) -> subprocess.Popen[bytes]:
 
 def _requests_in(wrk_stdout: str, seconds: float, sampled: float) -> int:
     """Requests answered while py-spy sampled: wrk's total, pro rata (the load is steady)."""
-    for line in wrk_stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            total = int(line.split('"requests":', 1)[1].split(",", 1)[0])
-            return round(total * sampled / seconds)
-    raise ComponentFailedError(f"wrk printed no result:\n{wrk_stdout[-2000:]}")
+    return round(parse_wrk(wrk_stdout)["requests"] * sampled / seconds)
 
 
 def main() -> None:

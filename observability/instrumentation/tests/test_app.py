@@ -1,6 +1,7 @@
 import warnings
 from collections.abc import Callable
 
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from instrumentation.app import create_service_app
@@ -34,3 +35,27 @@ def test_docs_can_be_switched_off(make_client: Callable[..., TestClient]) -> Non
     client = make_client(docs_enabled=False)
     assert client.get("/docs").status_code == 404
     assert client.get("/openapi.json").status_code == 404
+
+
+def test_only_routers_that_take_input_document_the_422() -> None:
+    items, probes = APIRouter(), APIRouter()
+
+    @items.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @probes.get("/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    app = create_service_app(
+        ObservabilitySettings(service_name="probe-svc"),
+        title="t",
+        description="d",
+        routers=[items, probes],
+    )
+    paths = TestClient(app).get("/openapi.json").json()["paths"]
+    with_id = paths["/items/{item_id}"]["get"]["responses"]["422"]
+    assert with_id["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+    # No parameters, no body: nothing to validate, so no 422 to promise.
+    assert "422" not in paths["/ready"]["get"]["responses"]

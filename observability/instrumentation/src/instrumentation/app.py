@@ -5,6 +5,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from starlette.responses import Response
 
@@ -28,6 +30,14 @@ NATIVE_TELEMETRY_OFF: TelemetryConfig = {
 }
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def takes_input(router: APIRouter) -> bool:
+    """Whether any of the router's routes has parameters or a body, i.e. can answer 422."""
+    return any(
+        isinstance(route, APIRoute) and bool(get_flat_params(route.dependant) or route.body_field)
+        for route in router.routes
+    )
 
 
 def create_service_app(
@@ -88,7 +98,11 @@ def create_service_app(
     install_error_handlers(app)
     app.include_router(health.router)
     for router in routers:
-        app.include_router(router, responses=VALIDATION_ERROR_RESPONSE)
+        # The 422 envelope replaces FastAPI's own validation error schema; a router of probes
+        # without input (/ready) would only promise a 422 it can never send.
+        app.include_router(
+            router, responses=VALIDATION_ERROR_RESPONSE if takes_input(router) else None
+        )
     if settings.metrics_enabled:
         # Sync on purpose: Starlette runs it in a thread, so merging the workers' files never
         # blocks the event loop.

@@ -62,7 +62,7 @@ native-unfix-search:
 bench: deps ## Measure what observability costs on the native twin (~8 min; writes bench/results.json)
 	$(UV_RUN) python -m stackctl.bench
 
-profile: deps ## Where the services' CPU goes under the bench's load (py-spy, ~2 min; writes bench/profiles/)
+profile: deps ## Where the services' CPU goes under the bench's load (py-spy, ~2.5 min; writes bench/profiles/)
 	$(UV_RUN) python -m stackctl.profile
 
 ## --- Development ---

@@ -8,11 +8,12 @@ gateway at 400. During each load py-spy samples every gunicorn worker of the ser
 and, for the full variant, the master that answers Prometheus' scrapes while one client scrapes
 it three times a second. Per run it writes to bench/profiles/:
 
-- ``<run>.txt`` (``<run>-metrics-master.txt``): CPU per request (per scrape) by package, then
-  the top functions by inclusive and own time;
+- ``<run>.txt`` (``<run>-metrics-master.txt``): CPU per request (per scrape) by package and by
+  where it ran (main thread, a thread, a greenlet), then the top functions by inclusive and
+  own time;
 - ``<run>.collapsed``: the samples as collapsed stacks (speedscope, inferno, flamegraph.pl).
 
-``PROFILE_RUNS=message-full,message-bare`` picks runs (all five by default, ~2 min). A sample is
+``PROFILE_RUNS=message-full,message-bare`` picks runs (all five by default, ~2.5 min). A sample is
 charged to the innermost frame that belongs to a package (site-packages or the repository's
 own), so time in the standard library counts for the package that called it.
 """
@@ -33,13 +34,16 @@ from stackctl.addresses import REPO
 from stackctl.bench import (
     CONNECTIONS,
     PROCESS_CONNECTIONS,
-    SCRAPES_PER_SECOND,
     Deployment,
     SideDeployments,
+    check_tools,
     full_deployment,
+    hey_argv,
     otlp_sink,
     parse_wrk,
     processes_cpu_seconds,
+    say,
+    scrape_count,
     sink_endpoint,
     workers,
     write_scripts,
@@ -76,10 +80,6 @@ _BOILERPLATE = re.compile(
     r"gunicorn/|uvicorn_worker/|<frozen runpy>|asyncio/runners\.py|uvicorn/_compat"
 )
 _OURS = ("api_svc", "processor_svc", "instrumentation", "stackctl")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def package_of(file: str) -> str | None:
@@ -235,8 +235,7 @@ def py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
 
 
 def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work: Path) -> None:
-    name, service = run.name, run.service
-    path = run.path
+    name, service, path = run.name, run.service, run.path
     url = deployment.gateway_url(path) if run.via_gateway else deployment.url(service, path)
     seconds, warmup, sampled = 12, 2, 8
     extra = ["2", str(sampled + 1)] if run.script == "process" else []
@@ -256,7 +255,11 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
     try:
         time.sleep(warmup)
         if deployment.variant == "full":
-            scraper = _scraper(deployment.metrics_url(service), sampled)
+            scraper = subprocess.Popen(  # noqa: S603
+                hey_argv(deployment.metrics_url(service), sampled),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         before = {label: processes_cpu_seconds(pids) for label, pids, _ in groups}
         spies = [
             (pid, py_spy(pid, sampled, work / f"{label}-{pid}.raw"))
@@ -274,8 +277,7 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
             if child is not None and child.poll() is None:
                 child.kill()
                 child.wait()
-    counts = {"request": _requests_in(out, seconds, sampled),
-              "scrape": round(sampled * SCRAPES_PER_SECOND)}  # fmt: skip
+    counts = {"request": _requests_in(out, seconds, sampled), "scrape": scrape_count(sampled)}
     for label, pids, unit in groups:
         raw = "\n".join((work / f"{label}-{pid}.raw").read_text().strip() for pid in pids)
         (OUT / f"{label}.collapsed").write_text(shorten_paths(raw) + "\n")
@@ -284,20 +286,16 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
         say(text.split("\n## top", 1)[0])
 
 
-def _scraper(url: str, seconds: float) -> subprocess.Popen[bytes]:
-    count = round(seconds * SCRAPES_PER_SECOND)
-    argv = ["hey", "-n", str(count), "-c", "1", "-q", str(SCRAPES_PER_SECOND), url]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-
-
 def _requests_in(wrk_stdout: str, seconds: float, sampled: float) -> int:
     """Requests answered while py-spy sampled: wrk's total, pro rata (the load is steady)."""
     return round(parse_wrk(wrk_stdout)["requests"] * sampled / seconds)
 
 
 def main() -> None:
-    if shutil.which("wrk") is None or shutil.which("hey") is None:
-        raise SystemExit("profile: wrk and hey are needed (scripts/install-deps)")
+    try:
+        check_tools()
+    except ComponentFailedError as exc:
+        raise SystemExit(f"profile: {exc}") from None
     state = Path(tempfile.mkdtemp(prefix="profile-stack-"))
     state.chmod(0o711)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ SHELL := /bin/bash
 COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
 UV_RUN := uv run --frozen
+# scripts/install-deps links the pinned uv there.
+export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
 

@@ -835,7 +835,8 @@ def test_routing_table_covers_every_alert_and_severity() -> None:
 )
 def test_amtool_routes(alertmanager_config: Path, labels: dict[str, str], receiver: str) -> None:
     amtool = tool("amtool")
-    pairs = [f"{key}={value}" for key, value in labels.items()]
+    # Quoted: Alertmanager 0.27+ (UTF-8 matchers) refuses a bare value with braces; 0.25 takes both.
+    pairs = [f'{key}="{value}"' for key, value in labels.items()]
     result = run(
         [
             amtool,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stackctl.addresses import REPO, native_port, render_configs
+from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.ports import port_is_free
 from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.processes import (
@@ -141,6 +141,7 @@ class NativeStack:
         for directory in (self.state.root, self.state.logs, self.state.run, self.state.data):
             directory.mkdir(parents=True, exist_ok=True)
         self._check_ports_free()
+        self._check_reachable()
         render_configs(self.state.config, self.env)
         try:
             self._start_all()
@@ -149,10 +150,34 @@ class NativeStack:
             raise
 
     def _check_ports_free(self) -> None:
-        ports = [self.port(service, port) for service, port in CORE_PORTS]
-        taken = [str(port) for port in ports if not port_is_free(port)]
+        taken = [
+            f"{self.port(service, port)} ({service})"
+            for service, port in CORE_PORTS
+            if not port_is_free(self.port(service, port))
+        ]
         if taken:
-            raise ComponentFailedError(f"ports already in use on 127.0.0.1: {', '.join(taken)}")
+            raise ComponentFailedError(
+                f"ports already in use on 127.0.0.1: {', '.join(taken)}. Stop what listens "
+                f"there, or move every port of the twin: {PORT_OFFSET}=10000 make native-up"
+            )
+
+    def _check_reachable(self) -> None:
+        """As root, PostgreSQL runs as `postgres` and nginx's workers as `nobody`: both must
+        be able to enter the state directory (a checkout under a 0700 home is not)."""
+        if os.geteuid() != 0:
+            return
+        for user in ("postgres", "nobody"):
+            entered = subprocess.run(  # noqa: S603 - fixed argv
+                ["runuser", "-u", user, "--", "test", "-x", str(self.state.root)],  # noqa: S607
+                check=False,
+            )
+            if entered.returncode != 0:
+                raise ComponentFailedError(
+                    f"user {user} cannot enter {self.state.root} (a parent directory such "
+                    "as a 0700 home is closed to it); PostgreSQL and nginx run as other users "
+                    "when started as root. Put the state elsewhere (and say so to native-down "
+                    "too): STACK_DIR=/var/tmp/stack make native-up; or clone under /srv."
+                )
 
     def _start_all(self) -> None:
         cluster = self._start_postgres()
@@ -368,8 +393,8 @@ class NativeStack:
         self._spawn(
             "nginx-exporter",
             [_binary("prometheus-nginx-exporter", "nginx-prometheus-exporter"),
-             f"-nginx.scrape-uri={_url(self.port('gateway', 8081), '/stub_status')}",
-             f"-web.listen-address=127.0.0.1:{self.port('nginx-exporter', 9113)}"],
+             f"--nginx.scrape-uri={_url(self.port('gateway', 8081), '/stub_status')}",
+             f"--web.listen-address=127.0.0.1:{self.port('nginx-exporter', 9113)}"],
             health=_url(self.port("nginx-exporter", 9113), "/metrics"),
         )  # fmt: skip
 

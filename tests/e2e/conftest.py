@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from stackctl.native import NativeStack, running_stack
+from stackctl.addresses import PORT_OFFSET
+from stackctl.native import CORE_PORTS, NativeStack, running_stack
+from stackctl.ports import free_offset
 from stackctl.testing import drive, until
 
 # Every e2e test is bounded; the session fixture starts and stops everything itself.
@@ -25,6 +27,8 @@ def stack() -> Iterator[NativeStack]:
     state = Path(tempfile.mkdtemp(prefix="e2e-stack-"))
     state.chmod(0o711)
     env = dict(os.environ)
+    # Beside whatever holds the documented ports (a local PostgreSQL, a running twin).
+    env.setdefault(PORT_OFFSET, str(free_offset(port for _, port in CORE_PORTS)))
     try:
         with running_stack(state, env) as native:
             yield native

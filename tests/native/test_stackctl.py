@@ -1,19 +1,23 @@
 """stackctl up/down: healthy or a clear failure, and down stops exactly what up started."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from stackctl.native import NativeStack, _running
+from stackctl.native import CORE_PORTS, NativeStack, _running
+from stackctl.ports import free_offset, port_is_free
 
-# Far from the default ports and from the e2e session's, so the tests can run beside both.
-OFFSET = "41000"
+# Chosen once for the module, as the e2e session chooses its own: beside both, and beside
+# anything that holds the documented ports.
+OFFSET = str(free_offset(port for _, port in CORE_PORTS))
 
 
 @pytest.fixture
@@ -56,12 +60,41 @@ def test_a_busy_port_fails_up_before_starting_anything(state_dir: Path) -> None:
         result = _stackctl(state_dir, "up")
     assert result.returncode == 1
     assert "ports already in use" in result.stderr
-    assert str(8080 + int(OFFSET)) in result.stderr
+    assert f"{8080 + int(OFFSET)} (gateway)" in result.stderr
+    assert "STACK_PORT_OFFSET=" in result.stderr
     assert not (state_dir / "data" / "postgres").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_a_state_dir_the_server_users_cannot_enter_fails_up_with_what_to_do() -> None:
+    closed = Path(tempfile.mkdtemp(prefix="home-0700-"))  # like /root, or a Debian 13 home
+    try:
+        result = _stackctl(closed / ".stack", "up")
+        assert result.returncode == 1
+        assert "cannot enter" in result.stderr
+        assert "STACK_DIR=" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (closed / ".stack" / "data" / "postgres").exists()
+    finally:
+        shutil.rmtree(closed)
+
+
+@contextmanager
+def squatters(ports: list[int]) -> Iterator[None]:
+    """Listeners on the documented ports where nothing listens yet, like a developer's own
+    PostgreSQL on 5432 or a service on 8080 (what already listens there proves it as well)."""
+    with ExitStack() as stack:
+        for port in ports:
+            if port_is_free(port):
+                sock = stack.enter_context(socket.socket())
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+        yield
+
+
 def test_down_stops_what_up_started_and_nothing_else(state_dir: Path) -> None:
-    up = _stackctl(state_dir, "up")
+    with squatters([5432, 8080, 9090]):
+        up = _stackctl(state_dir, "up")
     assert up.returncode == 0, up.stderr + up.stdout
     assert f"http://127.0.0.1:{8080 + int(OFFSET)}" in up.stdout
     assert "not started: grafana" in up.stdout or "started grafana" in up.stdout

@@ -1,4 +1,6 @@
+import random
 import socket
+from collections.abc import Iterable
 
 
 def free_port() -> int:
@@ -18,3 +20,20 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def free_offset(ports: Iterable[int]) -> int:
+    """A ``STACK_PORT_OFFSET`` at which every one of ``ports`` is free on 127.0.0.1.
+
+    Test stacks take one, so they run beside whatever already listens on the documented
+    ports (a local PostgreSQL, another stack). Offsets are tried in random order (two test
+    runs starting at once rarely pick the same) and keep every port below 32768, where
+    Linux's ephemeral range starts, so no client's outgoing port can take one meanwhile.
+    """
+    ports = list(ports)
+    candidates = list(range(10_000, 32_768 - max(ports), 500))
+    random.shuffle(candidates)
+    for offset in candidates:
+        if all(port_is_free(port + offset) for port in ports):
+            return offset
+    raise RuntimeError(f"no offset of {candidates} leaves all of {ports} free")

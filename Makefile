@@ -3,11 +3,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
+SOAK_SECONDS ?= 600
 UV_RUN := uv run --frozen
 # scripts/install-deps links the pinned uv there.
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test lint fmt
+.PHONY: bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test soak fresh-machine lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -77,6 +78,12 @@ venv: ## The locked Python environment only
 
 test: deps ## Run every test: unit, integration (real gunicorn, PostgreSQL) and config checks
 	$(UV_RUN) pytest
+
+soak: deps ## The long soak on the native twin: SOAK_SECONDS (default 600) of mixed load
+	SOAK_SECONDS=$(SOAK_SECONDS) $(UV_RUN) pytest tests/e2e/test_reliability.py -k soak -s
+
+fresh-machine: ## make test on a fresh Debian chroot, as root (SUITE=bookworm|trixie; ~25 min)
+	scripts/fresh-machine-test $(SUITE)
 
 lint: venv ## ruff and mypy (strict), as CI and pre-commit run them
 	$(UV_RUN) ruff check .

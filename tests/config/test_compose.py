@@ -275,6 +275,24 @@ def test_networks(model: dict[str, Any], services: dict[str, dict[str, Any]]) ->
     assert set(services["postgres"]["networks"]) == {"backend"}
 
 
+def test_only_alertmanager_and_the_edge_reach_out(
+    model: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    # A container only on `internal: true` networks has no route out of the host: Slack and
+    # Telegram notifications could never leave Alertmanager.
+    networks = model["networks"]
+    outside = {name for name, network in networks.items() if not network.get("internal")}
+    reaching = {name for name, service in services.items() if set(service["networks"]) & outside}
+    assert reaching == {"gateway", "grafana", "locust", "alertmanager"}
+    # Alertmanager's way out is its own: it does not join the published services' network.
+    egress = set(services["alertmanager"]["networks"]) & outside
+    assert egress, "alertmanager has no non-internal network"
+    assert "edge" not in egress
+    for name, service in services.items():
+        if name != "alertmanager":
+            assert not set(service["networks"]) & egress, f"{name} shares alertmanager's egress"
+
+
 # --------------------------------------------------------------------------- hardening
 def _is_root(user: str | None) -> bool:
     return user is None or user.split(":")[0] in {"", "0", "root"}

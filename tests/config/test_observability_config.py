@@ -405,8 +405,9 @@ def all_queries() -> list[tuple[str, str, str]]:
             text = query["query"] if isinstance(query, dict) else query
             match = re.fullmatch(r"label_values\((.+),\s*\w+\)", text.strip())
             assert match, f"variable {variable['name']}: expected label_values(selector, label)"
+            lang = ds_lang(variable.get("datasource"))
             queries.append(
-                (f"{path.stem}:var:{variable['name']}", "promql", grafana_to_plain(match[1]))
+                (f"{path.stem}:var:{variable['name']}", lang, grafana_to_plain(match[1]))
             )
     for source in datasources():
         json_data = source.get("jsonData", {})
@@ -1313,7 +1314,10 @@ def test_overview_dashboard_layout_and_variables() -> None:
         assert variables[name]["datasource"]["uid"] == "prometheus"
         # `.+`, not `.*`: Loki refuses selectors whose matchers all accept the empty string.
         assert variables[name]["allValue"] == ".+"
-    assert variables["level"]["allValue"] == ".+"
+    # Every Loki stream has a service; not every line has a level (see
+    # test_loki_panels_show_lines_without_a_level_when_all_is_selected).
+    assert variables["log_service"]["allValue"] == ".+"
+    assert variables["level"]["allValue"] == ".*"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == [
         "Traffic",
@@ -1498,6 +1502,86 @@ def test_logs_row_counts_warnings_and_errors() -> None:
     (target,) = panel["targets"]
     assert target["datasource"]["uid"] == "loki"
     assert target["expr"].startswith("sum by (service, level) (count_over_time({")
-    assert 'service=~"$service"' in target["expr"]
+    assert 'service=~"$log_service"' in target["expr"]
     logs = panel_by_title("Service logs")
-    assert logs["targets"][0]["expr"] == '{service=~"$service", level=~"$level"}'
+    assert logs["targets"][0]["expr"] == '{service=~"$log_service", level=~"$level"}'
+
+
+# Loki labels every stream carries: Alloy names each stream after its compose service
+# (discovery.relabel, test_alloy_config). `level` comes from the JSON line only: the
+# gateway's error log, a traceback printed before logging is set up, any non-JSON line has
+# none.
+LOKI_LABELS_ON_EVERY_STREAM = {"service"}
+LOKI_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def loki_selectors(expr: str) -> list[list[tuple[str, str, str]]]:
+    """The (label, operator, value) matchers of each `{...}` stream selector of a query."""
+    return [LOKI_MATCHER.findall(body) for body in re.findall(r"\{([^{}]*)\}", expr)]
+
+
+def loki_targets() -> Iterator[tuple[str, str]]:
+    for panel in panels(load_dashboard()):
+        for target in panel.get("targets", []):
+            if ds_lang(target.get("datasource") or panel.get("datasource")) == "logql":
+                yield panel["title"], target_expr(target)
+
+
+def matches(operator: str, pattern: str, value: str) -> bool:
+    found = re.fullmatch(pattern, value) is not None if "~" in operator else pattern == value
+    return found != operator.startswith("!")
+
+
+def test_loki_panels_show_lines_without_a_level_when_all_is_selected() -> None:
+    """A `label=~".+"` matcher never matches a line that lacks the label: with All selected,
+    every Loki panel filtered by variables only must still select such a line (here one of
+    the gateway's error log), and every selector must keep one matcher that rejects the empty
+    value (Loki refuses the query otherwise)."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    gateway_error_line = {"service": "gateway"}  # no `level`: not a JSON line
+    targets = list(loki_targets())
+    assert targets
+    for title, expr in targets:
+        for selector in loki_selectors(expr):
+            resolved = []
+            for label, operator, written in selector:
+                name = re.fullmatch(r"\$\{?(\w+)\}?", written)
+                if name is None:
+                    resolved.append((label, operator, written))
+                    continue
+                variable = variables[name[1]]
+                assert variable["includeAll"], (title, name[1])
+                all_value = variable["allValue"]
+                if label not in LOKI_LABELS_ON_EVERY_STREAM:
+                    assert matches(operator, all_value, ""), (title, label, all_value)
+                resolved.append((label, operator, all_value))
+            assert any(not matches(op, value, "") for _, op, value in resolved), (title, expr)
+            if all("$" in written for _, _, written in selector):
+                assert all(
+                    matches(op, value, gateway_error_line.get(label, ""))
+                    for label, op, value in resolved
+                ), (title, resolved)
+
+
+def test_the_log_source_variable_lists_every_stream_alloy_ships() -> None:
+    """The service filter of the Loki panels takes its values from Loki's own `service` label
+    (api-svc, processor-svc and the gateway), not from the services' Prometheus metrics,
+    where the gateway never appears."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    used = {
+        name
+        for _, expr in loki_targets()
+        for selector in loki_selectors(expr)
+        for label, _, value in selector
+        if label == "service"
+        for name in re.findall(r"\$\{?(\w+)\}?", value)
+    }
+    assert used, "the Loki panels do not filter by service"
+    for name in used:
+        variable = variables[name]
+        assert variable["datasource"]["uid"] == "loki", name
+        query = variable["query"]
+        text = query["query"] if isinstance(query, dict) else query
+        assert re.fullmatch(r"label_values\((\{[^}]*\},\s*)?service\)", text.strip()), text
+    alloy = ALLOY_CONFIG.read_text(encoding="utf-8")
+    assert 'regex         = "api-svc|processor-svc|gateway"' in alloy

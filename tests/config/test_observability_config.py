@@ -1225,8 +1225,25 @@ def test_datasources_provisioning() -> None:
     assert tempo["tracesToLogsV2"]["datasourceUid"] == "loki"
     assert tempo["tracesToMetrics"]["datasourceUid"] == "prometheus"
     assert tempo["serviceMap"]["datasourceUid"] == "prometheus"
-    assert tempo["lokiSearch"]["datasourceUid"] == "loki"
     assert by_uid["alertmanager"]["jsonData"]["implementation"] == "prometheus"
+
+
+# Tempo data source settings Grafana no longer reads, and the release that dropped them:
+# the Loki search tab (grafana/grafana#84346, "Tempo: Remove Loki tab", Grafana 11; logs are
+# reached through tracesToLogsV2).
+TEMPO_SETTINGS_REMOVED = {"lokiSearch": 11}
+
+
+def test_tempo_datasource_uses_only_settings_the_pinned_grafana_reads() -> None:
+    compose = load_yaml(REPO_ROOT / "docker-compose.yml")
+    image = compose["services"]["grafana"]["image"]
+    version = re.fullmatch(r"grafana/grafana:(\d+)\.\d+\.\d+", image)
+    assert version, image
+    major = int(version[1])
+    (tempo,) = [source for source in datasources() if source["type"] == "tempo"]
+    stale = {key for key, since in TEMPO_SETTINGS_REMOVED.items() if major >= since}
+    assert stale & set(tempo["jsonData"]) == set(), f"{image} ignores these"
+    assert tempo["jsonData"]["tracesToLogsV2"]["datasourceUid"] == "loki"
 
 
 def test_datasource_references_resolve() -> None:

@@ -1175,8 +1175,8 @@ def test_alloy_config() -> None:
     assert 'regex         = "api-svc|processor-svc|gateway"' in relabel
     assert 'action        = "keep"' in relabel
     source = blocks["loki.source.docker.app_containers"]
-    assert "targets          = discovery.relabel.app_containers.output" in source
-    assert "forward_to       = [loki.process.json_logs.receiver]" in source
+    assert "targets    = discovery.relabel.app_containers.output" in source
+    assert "forward_to = [loki.process.json_logs.receiver]" in source
     process = blocks["loki.process.json_logs"]
 
     def stage_keys(stage: str) -> set[str]:
@@ -1191,6 +1191,22 @@ def test_alloy_config() -> None:
     assert stage_keys(r"stage\.labels") == {"service", "level"}
     assert stage_keys(r"stage\.structured_metadata") == {"trace_id", "request_id"}
     assert 'url = "http://loki:3100/loki/api/v1/push"' in blocks["loki.write.loki"]
+
+
+def test_alloy_refresh_intervals_are_where_they_apply() -> None:
+    """loki.source.docker's refresh_interval applies only to a Docker daemon over HTTP(S)
+    (Alloy's reference); on the unix socket it does nothing. How often new containers are
+    found is discovery.docker's refresh_interval."""
+    blocks = alloy_blocks(ALLOY_CONFIG.read_text(encoding="utf-8"))
+    for name, body in blocks.items():
+        if not name.startswith("loki.source.docker."):
+            continue
+        host = re.search(r'^\s*host\s*=\s*"([^"]+)"', body, flags=re.MULTILINE)
+        assert host, name
+        if host[1].startswith("unix://"):
+            assert not re.search(r"^\s*refresh_interval\s*=", body, flags=re.MULTILINE), name
+    discovery = blocks["discovery.docker.containers"]
+    assert re.search(r'^\s*refresh_interval\s*=\s*"\d+s"', discovery, flags=re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- Grafana

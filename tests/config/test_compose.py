@@ -207,6 +207,26 @@ def test_healthcheck_exceptions_exist(services: dict[str, dict[str, Any]]) -> No
     assert set(NO_HEALTHCHECK) <= set(services)
 
 
+# grafana/tempo images dropped busybox (and with it wget) in 2.10.0 (grafana/tempo#5717).
+TEMPO_WITHOUT_BUSYBOX = (2, 10, 0)
+
+
+def test_tempo_has_no_healthcheck_for_the_reason_given(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    image = services["tempo"]["image"]
+    version = re.fullmatch(r"grafana/tempo:(\d+)\.(\d+)\.(\d+)", image)
+    assert version, image
+    # An older image still has /busybox/wget: it could (and should) get a healthcheck.
+    assert tuple(map(int, version.groups())) >= TEMPO_WITHOUT_BUSYBOX, image
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    tempo = text[text.index("\n  tempo:\n") :]
+    tempo = tempo[: tempo.index("\n\n")]
+    said = re.search(r"busybox \(removed in (\d+\.\d+(?:\.\d+)?)\)", tempo)
+    assert said, "the tempo service no longer says why it has no healthcheck"
+    assert said[1] == ".".join(map(str, TEMPO_WITHOUT_BUSYBOX))
+
+
 def test_depends_on_conditions(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         for target, dependency in service.get("depends_on", {}).items():

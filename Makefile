@@ -44,7 +44,8 @@ unfix-search: .env ## Drop that index again, to measure before and after
 	$(COMPOSE) run --rm migrate api-svc-db unfix-search
 
 .env: ## (first run) .env from .env.example, with random passwords filled in
-	@python3 -c 'import re, secrets, sys; \
+	@# umask 077: the file holds the passwords, so it is created readable by its owner only.
+	@umask 077 && python3 -c 'import re, secrets, sys; \
 	text = open(".env.example").read(); \
 	sys.stdout.write(re.sub(r"^(\w*PASSWORD)=$$", lambda m: m[1] + "=" + secrets.token_hex(24), text, flags=re.M))' > .env
 	@echo "Created .env with random passwords (Grafana: see GRAFANA_ADMIN_PASSWORD in .env)."

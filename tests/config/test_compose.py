@@ -207,6 +207,26 @@ def test_healthcheck_exceptions_exist(services: dict[str, dict[str, Any]]) -> No
     assert set(NO_HEALTHCHECK) <= set(services)
 
 
+# grafana/tempo images dropped busybox (and with it wget) in 2.10.0 (grafana/tempo#5717).
+TEMPO_WITHOUT_BUSYBOX = (2, 10, 0)
+
+
+def test_tempo_has_no_healthcheck_for_the_reason_given(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    image = services["tempo"]["image"]
+    version = re.fullmatch(r"grafana/tempo:(\d+)\.(\d+)\.(\d+)", image)
+    assert version, image
+    # An older image still has /busybox/wget: it could (and should) get a healthcheck.
+    assert tuple(map(int, version.groups())) >= TEMPO_WITHOUT_BUSYBOX, image
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    tempo = text[text.index("\n  tempo:\n") :]
+    tempo = tempo[: tempo.index("\n\n")]
+    said = re.search(r"busybox \(removed in (\d+\.\d+(?:\.\d+)?)\)", tempo)
+    assert said, "the tempo service no longer says why it has no healthcheck"
+    assert said[1] == ".".join(map(str, TEMPO_WITHOUT_BUSYBOX))
+
+
 def test_depends_on_conditions(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         for target, dependency in service.get("depends_on", {}).items():
@@ -275,6 +295,24 @@ def test_networks(model: dict[str, Any], services: dict[str, dict[str, Any]]) ->
     assert set(services["postgres"]["networks"]) == {"backend"}
 
 
+def test_only_alertmanager_and_the_edge_reach_out(
+    model: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    # A container only on `internal: true` networks has no route out of the host: Slack and
+    # Telegram notifications could never leave Alertmanager.
+    networks = model["networks"]
+    outside = {name for name, network in networks.items() if not network.get("internal")}
+    reaching = {name for name, service in services.items() if set(service["networks"]) & outside}
+    assert reaching == {"gateway", "grafana", "locust", "alertmanager"}
+    # Alertmanager's way out is its own: it does not join the published services' network.
+    egress = set(services["alertmanager"]["networks"]) & outside
+    assert egress, "alertmanager has no non-internal network"
+    assert "edge" not in egress
+    for name, service in services.items():
+        if name != "alertmanager":
+            assert not set(service["networks"]) & egress, f"{name} shares alertmanager's egress"
+
+
 # --------------------------------------------------------------------------- hardening
 def _is_root(user: str | None) -> bool:
     return user is None or user.split(":")[0] in {"", "0", "root"}
@@ -310,9 +348,8 @@ def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         image = service.get("image")
         assert image, f"{name} has no image"
-        if "build" in service:
-            # Built here; the tag names the local build, nothing is pulled.
-            assert image.startswith("fastapi-observability/"), f"{name}: {image}"
+        if image.startswith("fastapi-observability/"):
+            # Built here (test_each_local_image_is_built_by_one_service): nothing is pulled.
             continue
         assert is_pinned(image), f"{name}: image {image!r} is not pinned to an exact version"
         assert "latest" not in image
@@ -351,14 +388,31 @@ def test_memory_limits(services: dict[str, dict[str, Any]]) -> None:
 def test_service_images_are_built_from_the_shared_dockerfile(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    for name, target in {"api-svc": "api-svc", "processor-svc": "processor-svc",
-                         "migrate": "api-svc"}.items():  # fmt: skip
+    for name, target in {"processor-svc": "processor-svc", "migrate": "api-svc"}.items():
         build = services[name]["build"]
         assert Path(build["context"]) == ROOT
         assert build["dockerfile"] == "Dockerfile"
         assert build["target"] == target
         assert build["args"]["SERVICE"] == target
     assert services["migrate"]["image"] == services["api-svc"]["image"]
+
+
+def test_each_local_image_is_built_by_one_service(services: dict[str, dict[str, Any]]) -> None:
+    # Compose >= 2.37 builds through bake, one target per service with a build: two targets
+    # exporting the same tag race on a clean machine.
+    builders: dict[str, list[str]] = {}
+    for name, service in sorted(services.items()):
+        if "build" in service:
+            builders.setdefault(service["image"], []).append(name)
+    assert {image: names for image, names in builders.items() if len(names) > 1} == {}
+    for name, service in services.items():
+        image = service["image"]
+        if "build" in service or not image.startswith("fastapi-observability/"):
+            continue
+        assert image in builders, f"{name}: nothing builds {image}"
+        # `docker compose pull --ignore-buildable` skips only services with a build: it would
+        # try the registry for this local tag and fail. `up` builds it before creating this.
+        assert service.get("pull_policy") == "never", f"{name} would pull {image}"
 
 
 def test_service_environment(services: dict[str, dict[str, Any]]) -> None:

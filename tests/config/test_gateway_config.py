@@ -183,6 +183,14 @@ class Stub:
                 "request_id": request_id,
             }
             return 503, {"error": error}
+        if target == "/message/405":
+            # Like FastAPI for a known method on a route without it (its Allow: see _handle).
+            error = {
+                "code": "METHOD_NOT_ALLOWED",
+                "message": "stub: method not allowed",
+                "request_id": request_id,
+            }
+            return 405, {"error": error}
         if target.startswith("/message/search"):
             return 200, {
                 **record,
@@ -205,11 +213,15 @@ class Stub:
                 status, payload = self._respond(method, target, headers, body)
                 data = json.dumps(payload).encode()
                 writer.write(
-                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                    "Content-Type: application/json\r\n"
-                    f"Content-Length: {len(data)}\r\n"
-                    # Like the services: the request id comes back (the gateway must not repeat it).
-                    f"X-Request-ID: {headers.get('x-request-id', '')}\r\n\r\n".encode()
+                    (
+                        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                        "Content-Type: application/json\r\n"
+                        f"Content-Length: {len(data)}\r\n"
+                        + ("Allow: GET\r\n" if status == HTTPStatus.METHOD_NOT_ALLOWED else "")
+                        # Like the services: the request id comes back (the gateway must not
+                        # repeat it).
+                        + f"X-Request-ID: {headers.get('x-request-id', '')}\r\n\r\n"
+                    ).encode()
                     + data
                 )
                 await writer.drain()
@@ -476,6 +488,63 @@ def test_metrics_not_reachable(gw: Gateway, stubs: dict[str, Stub], path: str) -
 
 def test_trace_method_gets_405_envelope(gw: Gateway) -> None:
     assert_envelope(call(gw, "TRACE", "/health"), 405)
+
+
+# The methods the gateway passes on to the services (conf.d/00-maps.conf, $unknown_method).
+FORWARDED_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def test_the_allow_header_lists_the_methods_the_gateway_passes_on() -> None:
+    text = _config_text()
+    passed_on = re.search(r'"~\^\(([A-Z|]+)\):"\s+0;', text)
+    assert passed_on, "the $unknown_method map changed shape"
+    allow = re.search(r'map "\$status:\$upstream_status" \$allow \{[^}]*"405:"\s+"([^"]+)"', text)
+    assert allow, "no Allow for the gateway's own 405"
+    assert set(passed_on[1].split("|")) == FORWARDED_METHODS
+    assert {m.strip() for m in allow[1].split(",")} == FORWARDED_METHODS
+
+
+def allowed(response: httpx.Response) -> set[str]:
+    values = response.headers.get_list("allow")
+    assert len(values) == 1, values
+    return {method.strip() for method in values[0].split(",")}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("TRACE", "/health"), ("TRACE", "/api/health"), ("PROPFIND", "/message/1"),
+     ("FOO", "/process"), ("CONNECT", "/nope")],
+)  # fmt: skip
+def test_the_gateways_405_says_which_methods_it_allows(
+    gw: Gateway, stubs: dict[str, Stub], method: str, path: str
+) -> None:
+    # RFC 9110 15.5.6: a 405 must carry Allow. The gateway refuses any method it does not
+    # pass on, before routing: its Allow lists those it does.
+    response = call(gw, method, path)
+    assert_envelope(response, 405)
+    assert allowed(response) == FORWARDED_METHODS
+    # The named location of the envelope keeps the server's security headers.
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert all(stub.find(response.headers["x-request-id"]) is None for stub in stubs.values())
+
+
+def test_a_services_own_405_keeps_its_own_allow(gw: Gateway) -> None:
+    # A method the gateway passes on but the route lacks: the service answers, and its
+    # Allow (the route's methods) is the true one; the gateway adds none of its own.
+    response = call(gw, "POST", "/message/405")
+    assert response.status_code == 405
+    assert response.json()["error"]["message"].startswith("stub:")
+    assert allowed(response) == {"GET"}
+
+
+def test_the_status_listeners_405_allows_get_and_head(gw: Gateway) -> None:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{gw.status_port}", timeout=10, trust_env=False
+    ) as status:
+        response = status.post("/stub_status")
+    assert_envelope(response, 405)
+    assert allowed(response) == {"GET", "HEAD"}
 
 
 def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -405,8 +405,9 @@ def all_queries() -> list[tuple[str, str, str]]:
             text = query["query"] if isinstance(query, dict) else query
             match = re.fullmatch(r"label_values\((.+),\s*\w+\)", text.strip())
             assert match, f"variable {variable['name']}: expected label_values(selector, label)"
+            lang = ds_lang(variable.get("datasource"))
             queries.append(
-                (f"{path.stem}:var:{variable['name']}", "promql", grafana_to_plain(match[1]))
+                (f"{path.stem}:var:{variable['name']}", lang, grafana_to_plain(match[1]))
             )
     for source in datasources():
         json_data = source.get("jsonData", {})
@@ -1175,8 +1176,8 @@ def test_alloy_config() -> None:
     assert 'regex         = "api-svc|processor-svc|gateway"' in relabel
     assert 'action        = "keep"' in relabel
     source = blocks["loki.source.docker.app_containers"]
-    assert "targets          = discovery.relabel.app_containers.output" in source
-    assert "forward_to       = [loki.process.json_logs.receiver]" in source
+    assert "targets    = discovery.relabel.app_containers.output" in source
+    assert "forward_to = [loki.process.json_logs.receiver]" in source
     process = blocks["loki.process.json_logs"]
 
     def stage_keys(stage: str) -> set[str]:
@@ -1191,6 +1192,22 @@ def test_alloy_config() -> None:
     assert stage_keys(r"stage\.labels") == {"service", "level"}
     assert stage_keys(r"stage\.structured_metadata") == {"trace_id", "request_id"}
     assert 'url = "http://loki:3100/loki/api/v1/push"' in blocks["loki.write.loki"]
+
+
+def test_alloy_refresh_intervals_are_where_they_apply() -> None:
+    """loki.source.docker's refresh_interval applies only to a Docker daemon over HTTP(S)
+    (Alloy's reference); on the unix socket it does nothing. How often new containers are
+    found is discovery.docker's refresh_interval."""
+    blocks = alloy_blocks(ALLOY_CONFIG.read_text(encoding="utf-8"))
+    for name, body in blocks.items():
+        if not name.startswith("loki.source.docker."):
+            continue
+        host = re.search(r'^\s*host\s*=\s*"([^"]+)"', body, flags=re.MULTILINE)
+        assert host, name
+        if host[1].startswith("unix://"):
+            assert not re.search(r"^\s*refresh_interval\s*=", body, flags=re.MULTILINE), name
+    discovery = blocks["discovery.docker.containers"]
+    assert re.search(r'^\s*refresh_interval\s*=\s*"\d+s"', discovery, flags=re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- Grafana
@@ -1225,8 +1242,25 @@ def test_datasources_provisioning() -> None:
     assert tempo["tracesToLogsV2"]["datasourceUid"] == "loki"
     assert tempo["tracesToMetrics"]["datasourceUid"] == "prometheus"
     assert tempo["serviceMap"]["datasourceUid"] == "prometheus"
-    assert tempo["lokiSearch"]["datasourceUid"] == "loki"
     assert by_uid["alertmanager"]["jsonData"]["implementation"] == "prometheus"
+
+
+# Tempo data source settings Grafana no longer reads, and the release that dropped them:
+# the Loki search tab (grafana/grafana#84346, "Tempo: Remove Loki tab", Grafana 11; logs are
+# reached through tracesToLogsV2).
+TEMPO_SETTINGS_REMOVED = {"lokiSearch": 11}
+
+
+def test_tempo_datasource_uses_only_settings_the_pinned_grafana_reads() -> None:
+    compose = load_yaml(REPO_ROOT / "docker-compose.yml")
+    image = compose["services"]["grafana"]["image"]
+    version = re.fullmatch(r"grafana/grafana:(\d+)\.\d+\.\d+", image)
+    assert version, image
+    major = int(version[1])
+    (tempo,) = [source for source in datasources() if source["type"] == "tempo"]
+    stale = {key for key, since in TEMPO_SETTINGS_REMOVED.items() if major >= since}
+    assert stale & set(tempo["jsonData"]) == set(), f"{image} ignores these"
+    assert tempo["jsonData"]["tracesToLogsV2"]["datasourceUid"] == "loki"
 
 
 def test_datasource_references_resolve() -> None:
@@ -1314,7 +1348,10 @@ def test_overview_dashboard_layout_and_variables() -> None:
         assert variables[name]["datasource"]["uid"] == "prometheus"
         # `.+`, not `.*`: Loki refuses selectors whose matchers all accept the empty string.
         assert variables[name]["allValue"] == ".+"
-    assert variables["level"]["allValue"] == ".+"
+    # Every Loki stream has a service; not every line has a level (see
+    # test_loki_panels_show_lines_without_a_level_when_all_is_selected).
+    assert variables["log_service"]["allValue"] == ".+"
+    assert variables["level"]["allValue"] == ".*"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == [
         "Traffic",
@@ -1499,6 +1536,86 @@ def test_logs_row_counts_warnings_and_errors() -> None:
     (target,) = panel["targets"]
     assert target["datasource"]["uid"] == "loki"
     assert target["expr"].startswith("sum by (service, level) (count_over_time({")
-    assert 'service=~"$service"' in target["expr"]
+    assert 'service=~"$log_service"' in target["expr"]
     logs = panel_by_title("Service logs")
-    assert logs["targets"][0]["expr"] == '{service=~"$service", level=~"$level"}'
+    assert logs["targets"][0]["expr"] == '{service=~"$log_service", level=~"$level"}'
+
+
+# Loki labels every stream carries: Alloy names each stream after its compose service
+# (discovery.relabel, test_alloy_config). `level` comes from the JSON line only: the
+# gateway's error log, a traceback printed before logging is set up, any non-JSON line has
+# none.
+LOKI_LABELS_ON_EVERY_STREAM = {"service"}
+LOKI_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def loki_selectors(expr: str) -> list[list[tuple[str, str, str]]]:
+    """The (label, operator, value) matchers of each `{...}` stream selector of a query."""
+    return [LOKI_MATCHER.findall(body) for body in re.findall(r"\{([^{}]*)\}", expr)]
+
+
+def loki_targets() -> Iterator[tuple[str, str]]:
+    for panel in panels(load_dashboard()):
+        for target in panel.get("targets", []):
+            if ds_lang(target.get("datasource") or panel.get("datasource")) == "logql":
+                yield panel["title"], target_expr(target)
+
+
+def matches(operator: str, pattern: str, value: str) -> bool:
+    found = re.fullmatch(pattern, value) is not None if "~" in operator else pattern == value
+    return found != operator.startswith("!")
+
+
+def test_loki_panels_show_lines_without_a_level_when_all_is_selected() -> None:
+    """A `label=~".+"` matcher never matches a line that lacks the label: with All selected,
+    every Loki panel filtered by variables only must still select such a line (here one of
+    the gateway's error log), and every selector must keep one matcher that rejects the empty
+    value (Loki refuses the query otherwise)."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    gateway_error_line = {"service": "gateway"}  # no `level`: not a JSON line
+    targets = list(loki_targets())
+    assert targets
+    for title, expr in targets:
+        for selector in loki_selectors(expr):
+            resolved = []
+            for label, operator, written in selector:
+                name = re.fullmatch(r"\$\{?(\w+)\}?", written)
+                if name is None:
+                    resolved.append((label, operator, written))
+                    continue
+                variable = variables[name[1]]
+                assert variable["includeAll"], (title, name[1])
+                all_value = variable["allValue"]
+                if label not in LOKI_LABELS_ON_EVERY_STREAM:
+                    assert matches(operator, all_value, ""), (title, label, all_value)
+                resolved.append((label, operator, all_value))
+            assert any(not matches(op, value, "") for _, op, value in resolved), (title, expr)
+            if all("$" in written for _, _, written in selector):
+                assert all(
+                    matches(op, value, gateway_error_line.get(label, ""))
+                    for label, op, value in resolved
+                ), (title, resolved)
+
+
+def test_the_log_source_variable_lists_every_stream_alloy_ships() -> None:
+    """The service filter of the Loki panels takes its values from Loki's own `service` label
+    (api-svc, processor-svc and the gateway), not from the services' Prometheus metrics,
+    where the gateway never appears."""
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    used = {
+        name
+        for _, expr in loki_targets()
+        for selector in loki_selectors(expr)
+        for label, _, value in selector
+        if label == "service"
+        for name in re.findall(r"\$\{?(\w+)\}?", value)
+    }
+    assert used, "the Loki panels do not filter by service"
+    for name in used:
+        variable = variables[name]
+        assert variable["datasource"]["uid"] == "loki", name
+        query = variable["query"]
+        text = query["query"] if isinstance(query, dict) else query
+        assert re.fullmatch(r"label_values\((\{[^}]*\},\s*)?service\)", text.strip()), text
+    alloy = ALLOY_CONFIG.read_text(encoding="utf-8")
+    assert 'regex         = "api-svc|processor-svc|gateway"' in alloy

@@ -33,6 +33,16 @@ PINNED_USES = re.compile(
     r"^\s*(?:-\s*)?uses:\s*(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})\s+#\s*v\d+\.\d+\.\d+\s*$"
 )
 USES_LINE = re.compile(r"^\s*(?:-\s*)?uses:\s*(?P<ref>\S+)")
+# GitHub's hosted runners no longer run `node20` actions. The lowest major accepted for each
+# action we use, one that runs on Node 24 (the release notes of checkout v5.0.0,
+# setup-buildx-action v4.0.0 and build-push-action v7.0.0 say they switched; checkout v6 is
+# its current major). An action missing here has not been checked: add it once its
+# action.yml at the pinned commit says `using: node24`.
+NODE24_MAJORS = {
+    "actions/checkout": 6,
+    "docker/setup-buildx-action": 4,
+    "docker/build-push-action": 7,
+}
 
 
 def ids(paths: list[Path]) -> list[str]:
@@ -120,6 +130,30 @@ def test_every_action_is_pinned_to_a_commit_sha(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_every_action_runs_on_node24(path: Path) -> None:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = PINNED_USES.match(line)
+        if not match:
+            continue  # local actions; unpinned ones fail the test above
+        action = match["action"]
+        assert action in NODE24_MAJORS, f"{path.name}: check {action}'s runtime, then list it"
+        tag = re.search(r"#\s*v(\d+)\.", line)
+        assert tag, line
+        assert int(tag[1]) >= NODE24_MAJORS[action], (
+            f"{path.name}: {action} v{tag[1]} is a node20 release: {line.strip()}"
+        )
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_no_pip_installs_on_the_runner(path: Path) -> None:
+    # The runner's python3 is PEP 668-managed (and a fresh Debian has no pip at all):
+    # scripts/install-deps installs the pinned uv into a venv of its own.
+    for name, job in jobs(load(path)).items():
+        for script in runs(job):
+            assert not re.search(r"\bpip3? install\b", script), f"{name}: {script}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
 def test_the_token_is_read_only(path: Path) -> None:
     workflow = load(path)
     assert workflow.get("permissions") == {"contents": "read"}
@@ -167,8 +201,8 @@ def test_ci_runs_on_pushes_and_pull_requests() -> None:
     assert {"push", "pull_request"} <= set(on)
 
 
-def test_ci_has_the_five_jobs(ci_jobs: dict[str, dict[str, Any]]) -> None:
-    assert {"lint", "test", "audit", "docker-build", "compose-smoke"} <= set(ci_jobs)
+def test_ci_has_the_six_jobs(ci_jobs: dict[str, dict[str, Any]]) -> None:
+    assert {"lint", "test", "soak", "audit", "docker-build", "compose-smoke"} <= set(ci_jobs)
     for name, job in ci_jobs.items():
         assert str(job.get("runs-on", "")).startswith("ubuntu-"), name
 
@@ -182,6 +216,50 @@ def test_test_runs_make_test_as_root(ci_jobs: dict[str, dict[str, Any]]) -> None
     scripts = [s for s in runs(ci_jobs["test"]) if re.search(r"\bmake test\b", s)]
     assert scripts, "the test job must run the README's `make test`"
     assert all(s.lstrip().startswith("sudo ") for s in scripts)
+
+
+@pytest.mark.parametrize(("job", "target"), [("test", "test"), ("soak", "soak")])
+def test_make_jobs_run_as_root_and_let_make_install_uv(
+    ci_jobs: dict[str, dict[str, Any]], job: str, target: str
+) -> None:
+    # `make test`/`make soak` run scripts/install-deps, which (as root) puts the pinned uv in
+    # /usr/local/bin, on sudo's secure_path: nothing to install or pass through beforehand.
+    scripts = [s.strip() for s in runs(ci_jobs[job])]
+    assert scripts == [f"sudo make {target}"], scripts
+
+
+def test_make_test_gets_the_full_history(ci_jobs: dict[str, dict[str, Any]]) -> None:
+    # make test runs the secret scan of every commit (tests/security/test_secrets.py), and
+    # actions/checkout fetches one commit unless fetch-depth is 0.
+    running = [
+        name
+        for name, job in ci_jobs.items()
+        if any(re.search(r"\bmake test\b", script) for script in runs(job))
+    ]
+    assert running, "no job runs make test"
+    for name in running:
+        checkouts = [
+            step for step in steps(ci_jobs[name]) if "actions/checkout@" in str(step.get("uses"))
+        ]
+        assert checkouts, name
+        for step in checkouts:
+            assert step.get("with", {}).get("fetch-depth") == 0, f"{name}: shallow checkout"
+
+
+@pytest.mark.parametrize(("job", "minutes"), [("test", 30), ("soak", 30)])
+def test_long_jobs_have_room_over_their_measured_duration(
+    ci_jobs: dict[str, dict[str, Any]], job: str, minutes: int
+) -> None:
+    # make test takes at most 12 minutes and make soak runs 10 on a 2-core machine.
+    assert ci_jobs[job]["timeout-minutes"] == minutes
+
+
+@pytest.mark.parametrize("job", ["lint", "audit"])
+def test_uv_comes_from_install_deps(ci_jobs: dict[str, dict[str, Any]], job: str) -> None:
+    scripts = [s.strip() for s in runs(ci_jobs[job])]
+    assert "scripts/install-deps uv" in scripts, scripts
+    first_uv = next(i for i, s in enumerate(scripts) if re.search(r"\b(uv|make)\b", s))
+    assert scripts.index("scripts/install-deps uv") <= first_uv
 
 
 def test_audit_checks_the_locked_runtime_dependencies(

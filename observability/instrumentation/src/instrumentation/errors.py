@@ -74,6 +74,11 @@ INTERNAL_ERROR_RESPONSE: dict[int | str, dict[str, Any]] = {
 VALIDATION_ERROR_RESPONSE: dict[int | str, dict[str, Any]] = {
     422: error_doc("Invalid request: `details` says where and why"),
 }
+# On every route that reads a JSON body: FastAPI answers 400 (not 422) when the bytes cannot
+# be decoded at all, e.g. JSON that is not UTF-8.
+UNDECODABLE_BODY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    400: error_doc("The body cannot be decoded (JSON must be UTF-8)"),
+}
 
 
 class AppError(Exception):

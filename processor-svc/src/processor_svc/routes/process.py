@@ -3,7 +3,7 @@ from time import perf_counter
 
 from fastapi import APIRouter
 
-from instrumentation.errors import error_doc
+from instrumentation.errors import UNDECODABLE_BODY_RESPONSE, error_doc
 from processor_svc.deps import MetricsDep, RequireJson, SettingsDep
 from processor_svc.schemas import ProcessRequest, ProcessResult
 
@@ -14,7 +14,10 @@ router = APIRouter(tags=["process"])
     "/process",
     summary="Simulate about half a second of work and echo the data",
     dependencies=[RequireJson],
-    responses={415: error_doc("The body is not application/json")},
+    responses={
+        **UNDECODABLE_BODY_RESPONSE,
+        415: error_doc("The body is not application/json"),
+    },
 )
 async def process(
     body: ProcessRequest, settings: SettingsDep, metrics: MetricsDep

@@ -42,13 +42,15 @@ def is_compose_only(panel: dict[str, Any]) -> bool:
 
 
 def native_queries(path: Path) -> list[tuple[str, str]]:
-    """(id, expression as written) of the variables' selectors and every Prometheus target of
-    every panel that is not compose-only."""
+    """(id, expression as written) of the Prometheus variables' selectors and every Prometheus
+    target of every panel that is not compose-only."""
     dashboard = json.loads(path.read_text())
     queries: list[tuple[str, str]] = []
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable.get("type") != "query":
             continue
+        if (variable.get("datasource") or {}).get("uid") != PROMETHEUS_UID:
+            continue  # Loki's label values: compose only, like the Loki panels
         raw = variable["query"]
         text = raw["query"] if isinstance(raw, dict) else raw
         match = _LABEL_VALUES.fullmatch(text.strip())

@@ -256,10 +256,12 @@ def test_long_jobs_have_room_over_their_measured_duration(
 
 @pytest.mark.parametrize("job", ["lint", "audit"])
 def test_uv_comes_from_install_deps(ci_jobs: dict[str, dict[str, Any]], job: str) -> None:
-    scripts = [s.strip() for s in runs(ci_jobs[job])]
-    assert "scripts/install-deps uv" in scripts, scripts
-    first_uv = next(i for i, s in enumerate(scripts) if re.search(r"\b(uv|make)\b", s))
-    assert scripts.index("scripts/install-deps uv") <= first_uv
+    lines = [line.strip() for s in runs(ci_jobs[job]) for line in s.splitlines()]
+    assert "scripts/install-deps uv" in lines, lines
+    first_uv = next(i for i, s in enumerate(lines) if re.search(r"\b(uv|make)\b", s))
+    assert lines.index("scripts/install-deps uv") <= first_uv
+    # Later steps call uv by name: its link directory joins the job's PATH.
+    assert 'echo "$HOME/.local/bin" >> "$GITHUB_PATH"' in lines, lines
 
 
 def test_audit_checks_the_locked_runtime_dependencies(

@@ -8,7 +8,7 @@ UV_RUN := uv run --frozen
 # scripts/install-deps links the pinned uv there.
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test soak fresh-machine lint fmt
+.PHONY: screenshots bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test soak fresh-machine lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ venv: ## The locked Python environment only
 
 test: deps ## Run every test: unit, integration (real gunicorn, PostgreSQL) and config checks
 	$(UV_RUN) pytest
+
+screenshots: deps ## Swagger UI of both services in a real browser -> docs/*.png (~1 min)
+	SWAGGER_SCREENSHOTS_DIR=$(CURDIR)/docs $(UV_RUN) pytest tests/e2e/test_swagger_ui.py -q -k screenshots
 
 soak: deps ## The long soak on the native twin: SOAK_SECONDS (default 600) of mixed load
 	SOAK_SECONDS=$(SOAK_SECONDS) $(UV_RUN) pytest tests/e2e/test_reliability.py -k soak -s

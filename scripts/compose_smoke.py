@@ -5,8 +5,9 @@ Run after `docker compose up -d --build --wait` (CI job `compose-smoke`, or by h
 `make up`). Standard library only: any python3 >= 3.11 runs it, no virtualenv needed.
 
 Checks, in order (the first failure stops the run with exit status 1):
-  gateway     /health, /message/1, /message/search, POST /process, both Swagger UIs and
-              OpenAPI documents answer; /metrics, /api/metrics, /processor/metrics are 404.
+  gateway     /health, /message/1, /message/search, POST /process, both Swagger UIs with
+              swagger-ui's files (the images must ship them) and both OpenAPI documents
+              answer; /metrics, /api/metrics, /processor/metrics are 404.
   probe       GET /message/1 and POST /process with one known W3C `traceparent` (sampled)
               and known X-Request-IDs, echoed back by the gateway.
   grafana     /api/health, the four provisioned data sources, the `services-overview`
@@ -303,11 +304,18 @@ def check_gateway(runner: Runner, gateway: Client, deadline: Deadline) -> None:
             page = gateway.get(f"{prefix}/docs").expect(HTTPStatus.OK, f"GET {prefix}/docs")
             if "swagger" not in page.body.decode("utf-8", "replace").lower():
                 raise SmokeError(f"GET {prefix}/docs: no Swagger UI in {page.snippet()!r}")
+            # The image must ship swagger-ui's files (the page loads nothing from elsewhere).
+            for name in ("swagger-ui-bundle.js", "swagger-ui-init.js"):
+                path = f"{prefix}/docs/{name}"
+                asset = gateway.get(path).expect(HTTPStatus.OK, f"GET {path}")
+                content_type = asset.headers.get("content-type", "")
+                if not content_type.startswith("text/javascript"):
+                    raise SmokeError(f"GET {path}: content-type {content_type!r}")
             spec = gateway.get(f"{prefix}/openapi.json")
             paths = as_dict(spec.expect(HTTPStatus.OK, f"{prefix}/openapi.json").json(), "spec")
             if not paths.get("paths"):
                 raise SmokeError(f"GET {prefix}/openapi.json: no paths")
-            return f"Swagger UI and openapi.json ({len(paths['paths'])} paths)"
+            return f"Swagger UI, its files and openapi.json ({len(paths['paths'])} paths)"
 
         return run
 

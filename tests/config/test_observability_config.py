@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from stackctl import dashboards
+from stackctl.testing import npm_dependencies, tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OBS = REPO_ROOT / "observability"
@@ -206,15 +207,6 @@ TOOL_TIMEOUT = 120
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def tool(*names: str) -> str:
-    """Path of the first tool found; fail (not skip) when none is installed."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail(f"required tool not installed: {' or '.join(names)}")
 
 
 def run(
@@ -425,13 +417,7 @@ def all_queries() -> list[tuple[str, str, str]]:
 def grammar_results() -> dict[str, dict[str, Any]]:
     """Parse every query once with the Lezer grammars (npm ci when a dependency is missing)."""
     node = tool("node", "nodejs")
-    dependencies = json.loads((GRAMMAR_DIR / "package.json").read_text(encoding="utf-8"))
-    if not all(
-        (GRAMMAR_DIR / "node_modules" / name / "package.json").is_file()
-        for name in dependencies["dependencies"]
-    ):
-        npm = tool("npm")
-        assert_ok(run([npm, "ci", "--no-audit", "--no-fund"], cwd=GRAMMAR_DIR))
+    npm_dependencies(GRAMMAR_DIR)
     items = [{"id": qid, "lang": lang, "expr": expr} for qid, lang, expr in all_queries()]
     result = run([node, "check-queries.mjs"], cwd=GRAMMAR_DIR, stdin=json.dumps(items))
     assert result.returncode in (0, 1), f"grammar checker failed:\n{result.stderr}"

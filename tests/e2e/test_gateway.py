@@ -1,6 +1,7 @@
 """Every public route through the gateway, the envelopes, the request id."""
 
 import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,19 @@ def test_swagger_pages_and_openapi_documents(
     page = gateway.get(f"{prefix}/docs")
     assert page.status_code == 200
     assert "swagger-ui" in page.text
+    # Served by the stack alone: the page names no other host, and its CSP allows none.
+    assert not re.search(r"https?://", page.text)
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    for name, content_type, compressed in (
+        ("swagger-ui-bundle.js", "text/javascript", True),
+        ("swagger-ui.css", "text/css", True),
+        ("swagger-ui-init.js", "text/javascript", False),  # under gzip_min_length
+        ("favicon-32x32.png", "image/png", False),
+    ):
+        asset = gateway.get(f"{prefix}/docs/{name}", headers={"Accept-Encoding": "gzip"})
+        assert asset.status_code == 200, name
+        assert asset.headers["content-type"].split(";")[0] == content_type, name
+        assert (asset.headers.get("content-encoding") == "gzip") == compressed, name
     spec = gateway.get(f"{prefix}/openapi.json").json()
     assert spec["info"]["title"] == title
     # "Try it out" goes through the gateway: the document names the prefix as its server.

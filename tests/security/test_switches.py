@@ -18,7 +18,16 @@ from processor_svc.config import Settings as ProcessorSettings
 from processor_svc.main import create_app as create_processor_app
 from stackctl.addresses import COMPOSE_FILE
 
-DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+# The page, the files it loads (served by the service itself), the document, and what
+# FastAPI would serve by default.
+DOCS_PATHS = (
+    "/docs",
+    "/docs/swagger-ui-bundle.js",
+    "/docs/swagger-ui-init.js",
+    "/docs/oauth2-redirect",
+    "/openapi.json",
+    "/redoc",
+)
 
 
 def _api() -> FastAPI:
@@ -47,6 +56,7 @@ def test_by_default_docs_and_metrics_are_served(
     monkeypatch.delenv("METRICS_ENABLED", raising=False)
     client = _client(service, monkeypatch)
     assert client.get("/docs").status_code == 200
+    assert client.get("/docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/openapi.json").status_code == 200
     assert "app_build_info" in client.get("/metrics").text
 

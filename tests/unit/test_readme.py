@@ -31,3 +31,11 @@ def test_the_test_command_is_what_ci_runs() -> None:
     assert "```sh\nmake test\n```" in README
     ci = (ROOT / ".ci/run").read_text().strip().splitlines()
     assert ci[-1] == "make test"
+
+
+def test_every_image_the_readme_shows_is_a_committed_png() -> None:
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README)
+    # The Swagger UI screenshots of tests/e2e/test_swagger_ui.py (`make screenshots`).
+    assert {"docs/swagger-ui-api-svc.png", "docs/swagger-ui-processor-svc.png"} <= set(images)
+    for image in images:
+        assert (ROOT / image).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), image

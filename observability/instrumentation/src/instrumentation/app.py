@@ -11,6 +11,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.responses import Response
 
 from instrumentation import health
+from instrumentation.docs import install_swagger_ui
 from instrumentation.errors import (
     INTERNAL_ERROR_RESPONSE,
     VALIDATION_ERROR_RESPONSE,
@@ -77,8 +78,11 @@ def create_service_app(
         title=title,
         description=description,
         version=settings.service_version,
-        docs_url="/docs" if settings.docs_enabled else None,
+        # FastAPI's Swagger page needs a CDN and an inline script; ours (instrumentation.docs)
+        # neither. No OAuth2 redirect page: neither service has an OAuth2 security scheme.
+        docs_url=None,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
         lifespan=service_lifespan,
         responses=INTERNAL_ERROR_RESPONSE,
@@ -96,6 +100,8 @@ def create_service_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    if settings.docs_enabled:
+        install_swagger_ui(app)
     app.include_router(health.router)
     for router in routers:
         # The 422 envelope replaces FastAPI's own validation error schema; a router of probes

@@ -2,18 +2,63 @@
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+def tool(*names: str) -> str:
+    """Path of the first of ``names`` on PATH; fails the test (never skips) when none is."""
+    for name in names:
+        if found := shutil.which(name):
+            return found
+    pytest.fail(f"required tool not installed: {' or '.join(names)} (see scripts/install-deps)")
+
+
+def npm_dependencies(directory: Path, timeout: float = 300) -> None:
+    """Make ``directory``/node_modules hold exactly the versions its package.json pins.
+
+    `npm ci` (package-lock.json, nothing resolved anew) when a dependency is missing or at
+    another version, e.g. after a bump; nothing when all are there, so runs stay offline.
+    """
+    manifest = json.loads((directory / "package.json").read_text(encoding="utf-8"))
+
+    def installed(name: str) -> str | None:
+        path = directory / "node_modules" / name / "package.json"
+        if not path.is_file():
+            return None
+        version: str = json.loads(path.read_text(encoding="utf-8"))["version"]
+        return version
+
+    wanted: dict[str, str] = manifest.get("dependencies", {})
+    if all(installed(name) == version for name, version in wanted.items()):
+        return
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [tool("npm"), "ci", "--no-audit", "--no-fund"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"npm ci in {directory} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

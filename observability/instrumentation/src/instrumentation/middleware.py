@@ -19,8 +19,6 @@ from instrumentation.request_id import HEADER, request_id_from, request_id_var
 from instrumentation.tracing import end_server_span, start_server_span
 
 _JSON = JSON_CONTENT_TYPE.encode("ascii")
-_access_log = get_logger("access")
-_error_log = get_logger("app")
 
 
 def route_template(scope: Scope) -> str:
@@ -46,7 +44,11 @@ class ObservabilityMiddleware:
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.access_log = access_log
+        # Taken per app, after its logging is configured: structlog caches a logger's
+        # configuration on first use, and a module-level one would keep the first app's
+        # (its service name, in a process that builds several apps, like the test suites).
+        self.access_log = get_logger("access") if access_log else None
+        self.error_log = get_logger("app")
         # One SERVER span per request (instrumentation.tracing), None when tracing is off.
         self.tracer = tracer
         # Comma-separated regexes searched in the path (probes and scrapes are noise in traces).
@@ -112,9 +114,9 @@ class ObservabilityMiddleware:
             if metrics is not None:
                 metrics.in_flight.dec()
                 metrics.observe_request(method_label(scope["method"]), route, status, seconds)
-            if self.access_log:
+            if self.access_log is not None:
                 client = scope.get("client")
-                _access_log.info(
+                self.access_log.info(
                     "request",
                     method=scope["method"],
                     route=route,
@@ -134,7 +136,7 @@ class ObservabilityMiddleware:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         # The traceback goes to the log (as a dict), never to the client.
-        _error_log.error(
+        self.error_log.error(
             "unhandled_exception",
             exc_info=exc,
             exception_type=type(exc).__name__,

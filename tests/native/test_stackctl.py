@@ -15,27 +15,33 @@ import pytest
 from stackctl.native import CORE_PORTS, NativeStack, _running
 from stackctl.ports import free_offset, port_is_free
 
-# Chosen once for the module, as the e2e session chooses its own: beside both, and beside
-# anything that holds the documented ports.
-OFFSET = str(free_offset(port for _, port in CORE_PORTS))
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    """Ports chosen when the test starts, not at import: free of whatever runs by then (the
+    e2e session's stack, anything on the documented ports)."""
+    offset = free_offset(port for _, port in CORE_PORTS)
+    return {**os.environ, "STACK_PORT_OFFSET": str(offset), "SEED_ROWS": "1000"}
+
+
+def _gateway_port(env: dict[str, str]) -> int:
+    return 8080 + int(env["STACK_PORT_OFFSET"])
 
 
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
+def state_dir(env: dict[str, str]) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="stackctl-test-"))
     path.chmod(0o711)
     yield path
-    NativeStack(path, _env()).down()  # whatever a failed test left running
+    NativeStack(path, env).down()  # whatever a failed test left running
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "STACK_PORT_OFFSET": OFFSET, "SEED_ROWS": "1000", **extra}
-
-
-def _stackctl(state_dir: Path, command: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def _stackctl(
+    env: dict[str, str], state_dir: Path, command: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "stackctl.cli", command, "--state-dir", str(state_dir)],
-        env=_env(**extra),
+        env={**env, **extra},
         capture_output=True,
         text=True,
         timeout=300,
@@ -43,9 +49,11 @@ def _stackctl(state_dir: Path, command: str, **extra: str) -> subprocess.Complet
     )
 
 
-def test_an_unhealthy_component_fails_up_with_its_log_tail(state_dir: Path) -> None:
+def test_an_unhealthy_component_fails_up_with_its_log_tail(
+    env: dict[str, str], state_dir: Path
+) -> None:
     # gunicorn cannot start with a worker count that is not a number.
-    result = _stackctl(state_dir, "up", WEB_CONCURRENCY="many", STACK_TIMEOUT="20")
+    result = _stackctl(env, state_dir, "up", WEB_CONCURRENCY="many", STACK_TIMEOUT="20")
     assert result.returncode == 1
     assert "api-svc did not become healthy" in result.stderr
     assert "WEB_CONCURRENCY" in result.stderr or "invalid literal" in result.stderr
@@ -53,23 +61,27 @@ def test_an_unhealthy_component_fails_up_with_its_log_tail(state_dir: Path) -> N
     assert not (state_dir / "pids.json").exists()
 
 
-def test_a_busy_port_fails_up_before_starting_anything(state_dir: Path) -> None:
+def test_a_busy_port_fails_up_before_starting_anything(
+    env: dict[str, str], state_dir: Path
+) -> None:
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 8080 + int(OFFSET)))
+        blocker.bind(("127.0.0.1", _gateway_port(env)))
         blocker.listen()
-        result = _stackctl(state_dir, "up")
+        result = _stackctl(env, state_dir, "up")
     assert result.returncode == 1
     assert "ports already in use" in result.stderr
-    assert f"{8080 + int(OFFSET)} (gateway)" in result.stderr
+    assert f"{_gateway_port(env)} (gateway)" in result.stderr
     assert "STACK_PORT_OFFSET=" in result.stderr
     assert not (state_dir / "data" / "postgres").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
-def test_a_state_dir_the_server_users_cannot_enter_fails_up_with_what_to_do() -> None:
+def test_a_state_dir_the_server_users_cannot_enter_fails_up_with_what_to_do(
+    env: dict[str, str],
+) -> None:
     closed = Path(tempfile.mkdtemp(prefix="home-0700-"))  # like /root, or a Debian 13 home
     try:
-        result = _stackctl(closed / ".stack", "up")
+        result = _stackctl(env, closed / ".stack", "up")
         assert result.returncode == 1
         assert "cannot enter" in result.stderr
         assert "STACK_DIR=" in result.stderr
@@ -92,18 +104,18 @@ def squatters(ports: list[int]) -> Iterator[None]:
         yield
 
 
-def test_down_stops_what_up_started_and_nothing_else(state_dir: Path) -> None:
+def test_down_stops_what_up_started_and_nothing_else(env: dict[str, str], state_dir: Path) -> None:
     with squatters([5432, 8080, 9090]):
-        up = _stackctl(state_dir, "up")
+        up = _stackctl(env, state_dir, "up")
     assert up.returncode == 0, up.stderr + up.stdout
-    assert f"http://127.0.0.1:{8080 + int(OFFSET)}" in up.stdout
+    assert f"http://127.0.0.1:{_gateway_port(env)}" in up.stdout
     assert "not started: grafana" in up.stdout or "started grafana" in up.stdout
-    stack = NativeStack(state_dir, _env())
+    stack = NativeStack(state_dir, env)
     pids = [int(entry["pid"]) for entry in stack.state.recorded()]
     assert len(pids) == 10  # postgres, webhook, 2 services, gateway, prometheus, am, 3 exporters
     bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
-        down = _stackctl(state_dir, "down")
+        down = _stackctl(env, state_dir, "down")
         assert down.returncode == 0, down.stderr
         assert not [pid for pid in pids if _running(pid)]
         assert bystander.poll() is None, "down must not touch processes it did not start"

@@ -25,14 +25,16 @@ def port_is_free(port: int) -> bool:
 def free_offset(ports: Iterable[int]) -> int:
     """A ``STACK_PORT_OFFSET`` at which every one of ``ports`` is free on 127.0.0.1.
 
-    Test stacks take one, so they run beside whatever already listens on the documented
-    ports (a local PostgreSQL, another stack). Offsets are tried in random order (two test
-    runs starting at once rarely pick the same) and keep every port below 32768, where
-    Linux's ephemeral range starts, so no client's outgoing port can take one meanwhile.
+    Test stacks take one just before they start, so they run beside whatever already listens
+    on the documented ports (a local PostgreSQL, another stack). Offsets are tried in random
+    order (two test runs starting at once rarely pick the same) and keep every port below
+    32768, where Linux's ephemeral range starts, so no client's outgoing port can take one.
     """
     ports = list(ports)
     candidates = list(range(10_000, 32_768 - max(ports), 500))
-    random.shuffle(candidates)
+    # Not the module-level generator: test libraries (hypothesis) seed it, and two runs seeded
+    # alike would try the same offsets in the same order.
+    random.SystemRandom().shuffle(candidates)
     for offset in candidates:
         if all(port_is_free(port + offset) for port in ports):
             return offset

@@ -450,10 +450,32 @@ def test_postgres_preloads_pg_stat_statements(services: dict[str, dict[str, Any]
 
 def test_prometheus_flags(services: dict[str, dict[str, Any]]) -> None:
     command = services["prometheus"]["command"]
+    # The source of render-config.sh, which execs Prometheus on its rendered copy.
     assert "--config.file=/etc/prometheus/prometheus.yml" in command
     assert any(flag.startswith("--storage.tsdb.retention.time=") for flag in command)
     assert "--web.enable-remote-write-receiver" in command
     assert "--web.enable-lifecycle" not in command
+
+
+def test_prometheus_starts_through_the_threshold_renderer(
+    tmp_path: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    """Rules cannot read the environment: the entrypoint renders POSTGRES_TPS_THRESHOLD into
+    a copy on a tmpfs (the root filesystem is read-only) and execs Prometheus on it."""
+    prometheus = services["prometheus"]
+    assert prometheus["entrypoint"] == ["/bin/sh", "/etc/prometheus/render-config.sh"]
+    mounts = {v["target"]: v["source"] for v in prometheus["volumes"] if v["type"] == "bind"}
+    assert Path(mounts["/etc/prometheus/render-config.sh"]) == (
+        ROOT / "observability/prometheus/render-config.sh"
+    )
+    assert Path(mounts["/etc/prometheus/rules"]) == ROOT / "observability/prometheus/rules"
+    assert prometheus["read_only"] is True
+    assert "/tmp" in [entry.split(":")[0] for entry in prometheus["tmpfs"]]  # noqa: S108 - a path inside the container
+    # Unset: empty, and render-config.sh keeps the default of rules/thresholds.yml.
+    assert prometheus["environment"]["POSTGRES_TPS_THRESHOLD"] == ""
+    values = filled_env() | {"POSTGRES_TPS_THRESHOLD": "250"}
+    changed = resolved(write_env(tmp_path / ".env", values))["services"]["prometheus"]
+    assert changed["environment"]["POSTGRES_TPS_THRESHOLD"] == "250"
 
 
 def test_nginx_exporter_reads_the_internal_status_listener(

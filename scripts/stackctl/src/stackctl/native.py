@@ -45,6 +45,8 @@ CORE_PORTS = (
     ("node-exporter", 9100), ("postgres-exporter", 9187), ("nginx-exporter", 9113),
 )  # fmt: skip
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
+# The environment variables observability/prometheus/render-config.sh writes into the rules.
+PROMETHEUS_SETTINGS = ("POSTGRES_TPS_THRESHOLD",)
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -345,14 +347,23 @@ class NativeStack:
         )  # fmt: skip
 
     def _start_prometheus(self) -> None:
-        config = self.state.config / "observability/prometheus/prometheus.yml"
+        # As in compose: render-config.sh writes the thresholds set in the environment into a
+        # copy of prometheus.yml and rules/ (run/prometheus) and execs Prometheus on it.
+        directory = self.state.config / "observability/prometheus"
+        settings = {name: self.env[name] for name in PROMETHEUS_SETTINGS if name in self.env}
         self._spawn(
             "prometheus",
-            [_binary("prometheus"), f"--config.file={config}",
+            ["sh", str(directory / "render-config.sh"),
+             f"--config.file={directory / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.state.data / 'prometheus'}",
              f"--web.listen-address=127.0.0.1:{self.port('prometheus', 9090)}",
              "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"],
             health=f"{self.prometheus_url}/-/ready",
+            env={
+                "PROMETHEUS_RENDER_DIR": str(self.state.run / "prometheus"),
+                "PROMETHEUS_BIN": _binary("prometheus"),
+                **settings,
+            },
         )  # fmt: skip
 
     def _start_alertmanager(self) -> None:

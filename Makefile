@@ -4,11 +4,14 @@ SHELL := /bin/bash
 COMPOSE ?= docker compose
 LOAD_DURATION ?= 5m
 SOAK_SECONDS ?= 600
+# Where `make backup` writes its dumps (the compose service's bind mount) and where
+# `make restore` looks for FILE.
+BACKUP_DIR ?= backups
 UV_RUN := uv run --frozen
 # scripts/install-deps links the pinned uv there.
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: screenshots bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search deps venv test soak fresh-machine lint fmt
+.PHONY: screenshots bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search backup restore native-backup native-restore deps venv test soak fresh-machine lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -43,6 +46,23 @@ fix-search: .env ## Apply the trigram index that fixes the slow search
 unfix-search: .env ## Drop that index again, to measure before and after
 	$(COMPOSE) run --rm migrate api-svc-db unfix-search
 
+# The one-shot `backup` service (profile backup) running scripts/pg-backup; the dumps belong
+# to whoever runs make, and BACKUP_DIR goes to compose as an absolute path.
+BACKUP_RUN = BACKUP_DIR="$(abspath $(BACKUP_DIR))" BACKUP_UID="$$(id -u)" BACKUP_GID="$$(id -g)" \
+	$(COMPOSE) --profile backup run --rm backup
+
+backup: .env ## pg_dump the database into BACKUP_DIR (default backups/) while api-svc serves
+	@mkdir -p "$(BACKUP_DIR)"
+	$(BACKUP_RUN) backup
+
+restore: .env ## Restore FILE=backups/<name>.dump: checked in a scratch database, then applied
+	@[ -n "$(FILE)" ] || { echo "make restore: say which backup: make restore FILE=$(BACKUP_DIR)/messages-<time>.dump" >&2; exit 2; }
+	@[ -f "$(FILE)" ] || { echo "make restore: no such file: $(FILE); the database was not changed." >&2; exit 1; }
+	@[ "$(abspath $(dir $(FILE)))" = "$(abspath $(BACKUP_DIR))" ] || { echo "make restore: $(FILE) is not in $(BACKUP_DIR)/, the only directory the backup container sees; the database was not changed." >&2; exit 1; }
+	$(BACKUP_RUN) stage "/backups/$(notdir $(FILE))"
+	$(COMPOSE) run --rm migrate api-svc-db check --staged || { $(BACKUP_RUN) discard; echo "make restore: $(FILE) was not restored; the database was not changed." >&2; exit 1; }
+	$(BACKUP_RUN) apply "/backups/$(notdir $(FILE))"
+
 .env: ## (first run) .env from .env.example, with random passwords filled in
 	@# umask 077: the file holds the passwords, so it is created readable by its owner only.
 	@umask 077 && python3 -c 'import re, secrets, sys; \
@@ -62,6 +82,12 @@ native-fix-search: ## fix-search on the native stack (native-unfix-search revert
 
 native-unfix-search:
 	$(UV_RUN) stackctl unfix-search
+
+native-backup: ## pg_dump the native stack's database into backups/native/ (native-restore FILE=...)
+	$(UV_RUN) stackctl backup
+
+native-restore:
+	$(UV_RUN) stackctl restore $(if $(FILE),"$(FILE)")
 
 bench: deps ## Measure what observability costs on the native twin (~8 min; writes bench/results.json)
 	$(UV_RUN) python -m stackctl.bench

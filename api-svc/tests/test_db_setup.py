@@ -1,13 +1,17 @@
 """The one-shot database step: idempotent seed, a read-only role, the bottleneck and its fix."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 from sqlalchemy import make_url
 
 from api_svc.config import Settings
-from api_svc.db_setup import _run_alembic, setup
+from api_svc.db_setup import _run_alembic, check_migrations, setup
 
 
 def _connect(url: str) -> psycopg.Connection:
@@ -83,3 +87,91 @@ def test_search_scans_the_table_until_the_fix_adds_an_index(
     finally:
         _run_alembic(settings, "downgrade", "search_index@base")
     assert "Seq Scan on messages" in _plan(reader, SEARCH)
+
+
+# --------------------------------------------------------------------------- api-svc-db check
+# The migrations check a restore runs on its scratch database before it touches the real one
+# (scripts/pg-backup stage, `api-svc-db check --staged`, apply).
+
+
+def _check(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`api-svc-db check` as compose's migrate job and stackctl run it: a process of its own."""
+    assert settings.migration_database_url
+    return subprocess.run(
+        [sys.executable, "-m", "api_svc.db_setup", "check", *args],
+        env={
+            **os.environ,
+            "MIGRATION_DATABASE_URL": settings.migration_database_url,
+            "DATABASE_URL": settings.database_url,
+            "TRACING_ENABLED": "false",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@contextmanager
+def _recorded(owner: psycopg.Connection, *revisions: str) -> Iterator[None]:
+    """alembic_version holding ``revisions`` for the block, then what it held before."""
+    before = [row[0] for row in owner.execute("SELECT version_num FROM alembic_version")]
+    with owner.transaction():
+        owner.execute("DELETE FROM alembic_version")
+        for revision in revisions:
+            owner.execute("INSERT INTO alembic_version VALUES (%s)", (revision,))
+    try:
+        yield
+    finally:
+        with owner.transaction():
+            owner.execute("DELETE FROM alembic_version")
+            for revision in before:
+                owner.execute("INSERT INTO alembic_version VALUES (%s)", (revision,))
+
+
+def test_check_passes_on_a_database_at_the_code_s_head(settings: Settings) -> None:
+    assert check_migrations(settings.migration_database_url or "") == ("0001",)
+    result = _check(settings)
+    assert result.returncode == 0, result.stderr
+    assert '"event":"migrations_current"' in result.stdout.replace(" ", "")
+
+
+def test_check_accepts_the_search_fix_either_way(settings: Settings) -> None:
+    # After fix-search alembic records only 1001, whose dependency 0001 is applied too.
+    _run_alembic(settings, "upgrade", "search_index@head")
+    try:
+        assert check_migrations(settings.migration_database_url or "") == ("1001",)
+    finally:
+        _run_alembic(settings, "downgrade", "search_index@base")
+
+
+@pytest.mark.parametrize(
+    ("revisions", "says"),
+    [
+        ((), "records no migrations (no alembic_version): not an api-svc database"),
+        (("9999",), "is at revision 9999, which this code does not know"),
+        (("0001", "abcdef"), "which this code does not know"),
+    ],
+    ids=["nothing-recorded", "unknown", "one-unknown"],
+)
+def test_check_refuses_other_migrations_in_one_sentence(
+    settings: Settings, owner: psycopg.Connection, revisions: tuple[str, ...], says: str
+) -> None:
+    with _recorded(owner, *revisions):
+        result = _check(settings)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("api-svc-db check: database messages ")
+    assert says in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_staged_reads_the_scratch_database_of_a_restore(settings: Settings) -> None:
+    assert settings.migration_database_url
+    name = make_url(settings.migration_database_url).database
+    result = _check(settings, "--staged")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot connect to database {name}_restore" in line
+    assert f'database "{name}_restore" does not exist' in line

@@ -23,9 +23,13 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 # Containers built from this repository, or configured by it to run our code.
-OURS = {"gateway", "api-svc", "processor-svc", "migrate"}
+OURS = {"gateway", "api-svc", "processor-svc", "migrate", "backup"}
 # Run to completion and exit; everything else runs for the life of the stack.
-ONE_SHOT = {"migrate", "locust"}
+ONE_SHOT = {"migrate", "locust", "backup"}
+# Opt-in services: every check below sees them too (`--profile` each).
+PROFILES = ("load", "backup")
+# Bind mounts that hold data, not configuration: (service, target) -> why writable.
+WRITABLE_BINDS = {("backup", "/backups"): "the dumps pg-backup writes, outside the container"}
 # Long-running services without a container healthcheck, and why. Nothing may wait for
 # them with `service_healthy`.
 NO_HEALTHCHECK = {
@@ -92,7 +96,7 @@ def filled_env() -> dict[str, str]:
 
 
 def run_config(
-    env_file: Path, *extra: str, profiles: tuple[str, ...] = ("load",)
+    env_file: Path, *extra: str, profiles: tuple[str, ...] = PROFILES
 ) -> subprocess.CompletedProcess[str]:
     profile_args = [arg for p in profiles for arg in ("--profile", p)]
     # A clean environment: only the env file may feed the interpolation.
@@ -115,7 +119,7 @@ def run_config(
     )  # fmt: skip
 
 
-def resolved(env_file: Path, profiles: tuple[str, ...] = ("load",)) -> dict[str, Any]:
+def resolved(env_file: Path, profiles: tuple[str, ...] = PROFILES) -> dict[str, Any]:
     result = run_config(env_file, "--format", "json", profiles=profiles)
     assert result.returncode == 0, result.stderr
     model: dict[str, Any] = json.loads(result.stdout)
@@ -183,10 +187,16 @@ def test_bind_mounted_repo_paths_exist(services: dict[str, dict[str, Any]]) -> N
 
 
 def test_config_files_are_mounted_read_only(services: dict[str, dict[str, Any]]) -> None:
+    writable = set()
     for name, service in services.items():
         for volume in service.get("volumes", []):
-            if volume.get("type") == "bind":
-                assert volume.get("read_only") is True, f"{name}: {volume['source']} is writable"
+            if volume.get("type") != "bind":
+                continue
+            if (name, volume["target"]) in WRITABLE_BINDS:
+                writable.add((name, volume["target"]))
+                continue
+            assert volume.get("read_only") is True, f"{name}: {volume['source']} is writable"
+    assert writable == set(WRITABLE_BINDS)
 
 
 # --------------------------------------------------------------------------- health and order
@@ -450,10 +460,32 @@ def test_postgres_preloads_pg_stat_statements(services: dict[str, dict[str, Any]
 
 def test_prometheus_flags(services: dict[str, dict[str, Any]]) -> None:
     command = services["prometheus"]["command"]
+    # The source of render-config.sh, which execs Prometheus on its rendered copy.
     assert "--config.file=/etc/prometheus/prometheus.yml" in command
     assert any(flag.startswith("--storage.tsdb.retention.time=") for flag in command)
     assert "--web.enable-remote-write-receiver" in command
     assert "--web.enable-lifecycle" not in command
+
+
+def test_prometheus_starts_through_the_threshold_renderer(
+    tmp_path: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    """Rules cannot read the environment: the entrypoint renders POSTGRES_TPS_THRESHOLD into
+    a copy on a tmpfs (the root filesystem is read-only) and execs Prometheus on it."""
+    prometheus = services["prometheus"]
+    assert prometheus["entrypoint"] == ["/bin/sh", "/etc/prometheus/render-config.sh"]
+    mounts = {v["target"]: v["source"] for v in prometheus["volumes"] if v["type"] == "bind"}
+    assert Path(mounts["/etc/prometheus/render-config.sh"]) == (
+        ROOT / "observability/prometheus/render-config.sh"
+    )
+    assert Path(mounts["/etc/prometheus/rules"]) == ROOT / "observability/prometheus/rules"
+    assert prometheus["read_only"] is True
+    assert "/tmp" in [entry.split(":")[0] for entry in prometheus["tmpfs"]]  # noqa: S108 - a path inside the container
+    # Unset: empty, and render-config.sh keeps the default of rules/thresholds.yml.
+    assert prometheus["environment"]["POSTGRES_TPS_THRESHOLD"] == ""
+    values = filled_env() | {"POSTGRES_TPS_THRESHOLD": "250"}
+    changed = resolved(write_env(tmp_path / ".env", values))["services"]["prometheus"]
+    assert changed["environment"]["POSTGRES_TPS_THRESHOLD"] == "250"
 
 
 def test_nginx_exporter_reads_the_internal_status_listener(
@@ -486,6 +518,47 @@ def test_load_generator_is_opt_in_and_bounded(
     assert (ROOT / "tests/load/locustfile.py").is_file()
     without_profile = resolved(write_env(tmp_path / ".env", filled_env()), profiles=())
     assert "locust" not in without_profile["services"]
+
+
+def test_backup_is_opt_in_and_runs_pg_backup_as_the_owner(
+    tmp_path: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    """Checked statically (no Docker engine here): the native twin runs the same script with
+    the host's client (tests/e2e/test_backup.py); this proves the compose service hands it the
+    same inputs."""
+    backup = services["backup"]
+    assert backup["profiles"] == ["backup"]
+    without_profile = resolved(write_env(tmp_path / ".env", filled_env()), profiles=("load",))
+    assert "backup" not in without_profile["services"]
+    # The postgres image compose pins, so pg_dump is never older than the server.
+    assert backup["image"] == services["postgres"]["image"]
+    assert backup["entrypoint"] == ["bash", "/usr/local/bin/pg-backup"]
+    assert backup["command"] == ["backup"]
+    binds = {v["target"]: v for v in backup["volumes"] if v["type"] == "bind"}
+    script = binds["/usr/local/bin/pg-backup"]
+    assert (Path(script["source"]), script["read_only"]) == (ROOT / "scripts/pg-backup", True)
+    dumps = binds["/backups"]
+    assert Path(dumps["source"]) == ROOT / "backups"
+    assert dumps.get("read_only") is not True
+    # Never made by the engine (as root) when missing: the directory is in the repository.
+    assert not dumps.get("bind", {}).get("create_host_path")
+    assert (ROOT / "backups").is_dir()
+    env = backup["environment"]
+    postgres = services["postgres"]["environment"]
+    # The owner, as migrate and postgres-exporter connect: never api-svc's read-only role.
+    assert (env["PGHOST"], env["PGPORT"]) == ("postgres", "5432")
+    assert env["PGUSER"] == postgres["POSTGRES_USER"] == "messages_owner"
+    assert env["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"]
+    assert env["PGDATABASE"] == postgres["POSTGRES_DB"]
+    assert (env["BACKUP_DIR"], env["BACKUP_KEEP"]) == ("/backups", "14")
+    assert set(backup["networks"]) == {"backend"}
+    assert backup["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The dumps belong to whoever runs make (it passes BACKUP_UID/BACKUP_GID).
+    assert backup["user"] == "1000:1000"
+    values = filled_env() | {"BACKUP_UID": "1234", "BACKUP_GID": "5678", "BACKUP_DIR": "/srv/b"}
+    moved = resolved(write_env(tmp_path / ".env", values))["services"]["backup"]
+    assert moved["user"] == "1234:5678"
+    assert {v["target"]: v["source"] for v in moved["volumes"]}["/backups"] == "/srv/b"
 
 
 def test_locustfile_covers_the_public_routes() -> None:

@@ -49,6 +49,8 @@ RULES_DIR = PROM_DIR / "rules"
 ALERTS_FILE = RULES_DIR / "alerts.yml"
 RECORDING_FILE = RULES_DIR / "recording.yml"
 SLO_FILE = RULES_DIR / "slo.yml"
+THRESHOLDS_FILE = RULES_DIR / "thresholds.yml"
+PROM_RENDER = PROM_DIR / "render-config.sh"
 RULE_TESTS = PROM_DIR / "tests" / "alerts_test.yml"
 SLO_RULE_TESTS = PROM_DIR / "tests" / "slo_test.yml"
 RULE_TEST_FILES = (RULE_TESTS, SLO_RULE_TESTS)
@@ -70,6 +72,7 @@ SEVERITIES = {"page", "ticket", "warning"}
 ALERT_NAMES = {
     "ServiceDown",
     "PostgresDown",
+    "HighPostgresTPS",
     "HighLatency",
     "HighErrorRate",
     "HostHighCpuUsage",
@@ -599,6 +602,168 @@ def test_alert_rule_metadata(index: int) -> None:
     ), f"{name}: no `service` label"
 
 
+# --------------------------------------------------------------------------- thresholds
+
+# The one setting of each user-adjustable threshold: rule file line marker -> recorded series.
+THRESHOLD_SETTINGS = {"POSTGRES_TPS_THRESHOLD": ("postgres:transactions_per_second:threshold", 100)}
+
+
+def render_prometheus(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    shell = tool("sh")
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PROMETHEUS_RENDER_DIR": str(tmp_path / "rendered"),
+        **env,
+    }
+    return run([shell, str(PROM_RENDER), f"--config.file={PROM_CONFIG}", *args], env=environment)
+
+
+def test_thresholds_are_recorded_series_with_their_setting_named() -> None:
+    rules = {r["record"]: r for g in load_yaml(THRESHOLDS_FILE)["groups"] for r in g["rules"]}
+    text = THRESHOLDS_FILE.read_text(encoding="utf-8")
+    for name, (record, default) in THRESHOLD_SETTINGS.items():
+        assert rules[record]["expr"] == f"vector({default})"
+        assert re.search(rf"^\s+expr: vector\({default}\)  # env: {name}$", text, re.MULTILINE)
+    assert set(rules) == {record for record, _ in THRESHOLD_SETTINGS.values()}
+
+
+def test_the_tps_alert_and_the_dashboard_read_the_same_threshold_series() -> None:
+    (rule,) = [r for r in alert_rules() if r["alert"] == "HighPostgresTPS"]
+    assert "postgres:transactions_per_second:threshold" in rule["expr"]
+    assert re.search(r"\b100\b", rule["expr"]) is None, "the threshold is written in one place"
+    assert 'datname="messages"' in rule["expr"]
+    panel = panel_by_title("Transactions per second vs HighPostgresTPS threshold")
+    exprs = [t["expr"] for t in panel["targets"]]
+    rate = rule["expr"].split(">")[0].strip()
+    assert [" ".join(e.split()) for e in exprs] == [
+        " ".join(rate.split()),
+        "postgres:transactions_per_second:threshold",
+    ]
+
+
+def test_render_without_settings_copies_the_rules_unchanged(tmp_path: Path) -> None:
+    result = render_prometheus(tmp_path, "--render-only")
+    assert_ok(result)
+    rendered = Path(result.stdout.strip())
+    assert rendered == tmp_path / "rendered" / "prometheus.yml"
+    assert rendered.read_bytes() == PROM_CONFIG.read_bytes()
+    copies = sorted((rendered.parent / "rules").glob("*.yml"))
+    assert [p.name for p in copies] == [p.name for p in rule_files()]
+    for copy in copies:
+        assert copy.read_bytes() == (RULES_DIR / copy.name).read_bytes(), copy.name
+
+
+def test_render_writes_the_threshold_and_the_alert_follows(tmp_path: Path) -> None:
+    """POSTGRES_TPS_THRESHOLD=20: only the marked line changes, and 50 TPS, quiet with the
+    default 100, fires HighPostgresTPS on the rendered rules."""
+    result = render_prometheus(tmp_path, "--render-only", POSTGRES_TPS_THRESHOLD="20")
+    assert_ok(result)
+    assert "POSTGRES_TPS_THRESHOLD=20" in result.stderr
+    rendered_rules = tmp_path / "rendered" / "rules"
+    source = THRESHOLDS_FILE.read_text(encoding="utf-8").splitlines()
+    copy = (rendered_rules / THRESHOLDS_FILE.name).read_text(encoding="utf-8").splitlines()
+    changed = [(a, b) for a, b in zip(source, copy, strict=True) if a != b]
+    assert changed == [
+        (
+            "        expr: vector(100)  # env: POSTGRES_TPS_THRESHOLD",
+            "        expr: vector(20)  # env: POSTGRES_TPS_THRESHOLD",
+        )
+    ]
+    promtool = tool("promtool")
+    assert_ok(run([promtool, "check", "rules", *map(str, sorted(rendered_rules.glob("*.yml")))]))
+
+    def unit_test(rules_dir: Path, fires: bool) -> dict[str, Any]:
+        alert = {
+            "exp_labels": {
+                "alertname": "HighPostgresTPS", "severity": "warning", "service": "postgres",
+                "datname": "messages",
+            },
+            "exp_annotations": {
+                "summary": "PostgreSQL database messages: transaction rate above its threshold",
+                "description": (
+                    "The messages database has served 50 transactions per second (commits + "
+                    "rollbacks, 5-minute average) for more than 10 minutes, above the "
+                    "threshold of 20 (POSTGRES_TPS_THRESHOLD). Latency has not necessarily "
+                    "suffered yet."
+                ),
+                "runbook_url": f"{RUNBOOK_BASE}#runbook-highpostgrestps",
+            },
+        }  # fmt: skip
+        series = 'pg_stat_database_xact_{}{{job="postgres", instance="x:9187", datname="messages"}}'
+        return {
+            "rule_files": [str(rules_dir / name) for name in ("thresholds.yml", "alerts.yml")],
+            "evaluation_interval": "15s",
+            "tests": [
+                {
+                    "interval": "15s",
+                    "input_series": [
+                        {"series": series.format("commit"), "values": "0+750x80"},
+                        {"series": series.format("rollback"), "values": "0x80"},
+                    ],
+                    # 50 TPS: the average of a new series climbs past 20 at about 2m, so
+                    # pending at 10m, firing by 20m.
+                    "alert_rule_test": [
+                        {"eval_time": "10m", "alertname": "HighPostgresTPS", "exp_alerts": []},
+                        {
+                            "eval_time": "20m",
+                            "alertname": "HighPostgresTPS",
+                            "exp_alerts": [alert] if fires else [],
+                        },
+                    ],
+                }
+            ],
+        }
+
+    for rules_dir, fires in ((rendered_rules, True), (RULES_DIR, False)):
+        path = tmp_path / f"tps-{fires}.yml"
+        path.write_text(yaml.safe_dump(unit_test(rules_dir, fires)), encoding="utf-8")
+        result = run([promtool, "test", "rules", str(path)])
+        assert_ok(result)
+        assert "SUCCESS" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "0.0", "-5", "1e3", "10;rm -rf /", "1.2.3", ".5"])
+def test_render_rejects_a_threshold_that_is_not_a_positive_number(
+    tmp_path: Path, value: str
+) -> None:
+    result = render_prometheus(tmp_path, "--render-only", POSTGRES_TPS_THRESHOLD=value)
+    assert result.returncode == 64, result.stderr
+    assert "POSTGRES_TPS_THRESHOLD" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_render_refuses_a_setting_whose_rule_line_is_gone(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(PROM_DIR, source, ignore=shutil.ignore_patterns("tests"))
+    thresholds = source / "rules" / THRESHOLDS_FILE.name
+    thresholds.write_text(
+        thresholds.read_text(encoding="utf-8").replace("  # env: POSTGRES_TPS_THRESHOLD", ""),
+        encoding="utf-8",
+    )
+    shell = tool("sh")
+    result = run(
+        [shell, str(PROM_RENDER), f"--config.file={source / 'prometheus.yml'}", "--render-only"],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PROMETHEUS_RENDER_DIR": str(tmp_path / "rendered"),
+            "POSTGRES_TPS_THRESHOLD": "20",
+        },
+    )
+    assert result.returncode == 64, result.stderr
+    assert "# env: POSTGRES_TPS_THRESHOLD" in result.stderr
+
+
+def test_render_runs_prometheus_on_the_rendered_copy(tmp_path: Path) -> None:
+    result = render_prometheus(
+        tmp_path, "--storage.tsdb.path=/prometheus", PROMETHEUS_BIN=tool("echo")
+    )
+    assert_ok(result)
+    assert result.stdout.split() == [
+        f"--config.file={tmp_path / 'rendered' / 'prometheus.yml'}",
+        "--storage.tsdb.path=/prometheus",
+    ]
+
+
 # --------------------------------------------------------------------------- SLOs
 
 
@@ -787,6 +952,7 @@ EXPECTED_ROUTES: dict[tuple[str, str], tuple[str, dict[str, str]]] = {
     ("ServiceDown", "page"): ("page", {"service": "api-svc"}),
     ("ServiceDown", "ticket"): ("ticket", {"service": "loki"}),
     ("PostgresDown", "page"): ("page", {"service": "postgres"}),
+    ("HighPostgresTPS", "warning"): ("warning", {"service": "postgres", "datname": "messages"}),
     ("HighLatency", "warning"): ("warning", {"service": "api-svc", "route": "/message/{id}"}),
     ("HighErrorRate", "page"): ("page", {"service": "processor-svc"}),
     ("HostHighCpuUsage", "warning"): ("warning", {"service": "node"}),

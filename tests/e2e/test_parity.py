@@ -8,20 +8,28 @@ from stackctl.addresses import REPO, render_text
 from stackctl.native import NativeStack
 
 
-@pytest.mark.parametrize(
-    ("component", "config"),
-    [
-        ("gateway", "gateway/nginx.conf"),
-        ("prometheus", "observability/prometheus/prometheus.yml"),
-    ],
-)
-def test_components_run_the_rendered_repository_files(
-    stack: NativeStack, component: str, config: str
-) -> None:
-    cmdline = Path(f"/proc/{stack.pid(component)}/cmdline").read_bytes().decode()
-    rendered = stack.state.config / config
+def test_the_gateway_runs_the_rendered_repository_file(stack: NativeStack) -> None:
+    cmdline = Path(f"/proc/{stack.pid('gateway')}/cmdline").read_bytes().decode()
+    rendered = stack.state.config / "gateway/nginx.conf"
     assert str(rendered) in cmdline
-    assert rendered.read_text() == render_text((REPO / config).read_text(), stack.env)
+    assert rendered.read_text() == render_text((REPO / "gateway/nginx.conf").read_text(), stack.env)
+
+
+def test_prometheus_runs_the_rendered_repository_files(stack: NativeStack) -> None:
+    """render-config.sh's copy, as in compose: the addresses rendered, and (no threshold set in
+    the session's environment) every rule file byte for byte."""
+    cmdline = Path(f"/proc/{stack.pid('prometheus')}/cmdline").read_bytes().decode()
+    running = stack.state.run / "prometheus"
+    assert f"--config.file={running / 'prometheus.yml'}" in cmdline.split("\0")
+    source = REPO / "observability/prometheus"
+    assert (running / "prometheus.yml").read_text() == render_text(
+        (source / "prometheus.yml").read_text(), stack.env
+    )
+    rules = sorted((source / "rules").glob("*.yml"))
+    assert [p.name for p in sorted((running / "rules").glob("*.yml"))] == [p.name for p in rules]
+    if not stack.env.get("POSTGRES_TPS_THRESHOLD"):
+        for path in rules:
+            assert (running / "rules" / path.name).read_text() == path.read_text(), path.name
 
 
 def test_alertmanager_runs_the_rendered_receivers(stack: NativeStack) -> None:

@@ -3,6 +3,11 @@
 api-svc-db setup          migrations, the read-only role, the seed (idempotent)
 api-svc-db fix-search     apply the trigram index migration (the bottleneck's fix)
 api-svc-db unfix-search   revert it, to measure before and after again
+api-svc-db check          the database's migrations are the ones this code expects (the main
+                          branch at its head); exits 1 with one sentence otherwise.
+                          --staged: check <database>_restore instead, where
+                          `scripts/pg-backup stage` restores a backup before it replaces
+                          <database>; --database NAME: any other database of the server
 """
 
 import argparse
@@ -12,8 +17,12 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from psycopg import sql
 from sqlalchemy import Connection, create_engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from api_svc.config import Settings, get_settings
 from instrumentation.logs import configure_logging, get_logger
@@ -157,15 +166,98 @@ def setup(settings: Settings) -> None:
     _log.info("database_ready", messages=count[0] if count else 0)
 
 
+# Where `scripts/pg-backup stage` restores a backup: the live database's name plus this.
+STAGED_SUFFIX = "_restore"
+
+
+class MigrationsNotCurrentError(Exception):
+    """The database is not at the migrations this code expects; the message says why."""
+
+
+def _applied_revisions(script: ScriptDirectory, recorded: tuple[str, ...]) -> set[str]:
+    """Every revision that the recorded heads imply: down revisions and dependencies (after
+    fix-search, alembic_version holds only 1001, whose dependency 0001 is applied too)."""
+    applied: set[str] = set()
+    todo = list(recorded)
+    while todo:
+        revision = script.get_revision(todo.pop())
+        if revision is None or revision.revision in applied:
+            continue
+        applied.add(revision.revision)
+        for parent in (revision.down_revision, revision.dependencies):
+            if parent:
+                names = (parent,) if isinstance(parent, str) else tuple(parent)
+                todo.extend(r.revision for r in script.get_revisions(names) if r is not None)
+    return applied
+
+
+def check_migrations(url: str) -> tuple[str, ...]:
+    """The revisions recorded in ``url``'s database, if its main branch is at the head of this
+    code's migrations and it records nothing this code does not know; else raises
+    MigrationsNotCurrentError. The search_index branch (fix-search) may be either way."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    name = make_url(url).database
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            recorded = tuple(MigrationContext.configure(connection).get_current_heads())
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise MigrationsNotCurrentError(f"cannot connect to database {name} ({reason})") from None
+    finally:
+        engine.dispose()
+    if not recorded:
+        raise MigrationsNotCurrentError(
+            f"database {name} records no migrations (no alembic_version): not an api-svc database"
+        )
+    try:
+        applied = _applied_revisions(script, recorded)
+    except CommandError:
+        raise MigrationsNotCurrentError(
+            f"database {name} is at revision {', '.join(recorded)}, which this code does not "
+            "know (made by a newer api-svc?)"
+        ) from None
+    head = script.get_revision("main@head")
+    if head is None or head.revision not in applied:
+        expected = head.revision if head else "?"
+        raise MigrationsNotCurrentError(
+            f"database {name} is at revision {', '.join(recorded)}, behind the head {expected} "
+            "this code expects (run `api-svc-db setup` to migrate it)"
+        )
+    return recorded
+
+
+def check(settings: Settings, database: str | None = None, *, staged: bool = False) -> None:
+    url = make_url(_owner_url(settings))
+    name = database or f"{url.database}{STAGED_SUFFIX if staged else ''}"
+    target = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        recorded = check_migrations(target)
+    except MigrationsNotCurrentError as exc:
+        sys.exit(f"api-svc-db check: {exc}.")
+    _log.info("migrations_current", database=name, revisions=list(recorded))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="api-svc-db", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=("setup", "fix-search", "unfix-search"))
+    parser.add_argument("action", choices=("setup", "fix-search", "unfix-search", "check"))
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--database", help="check: this database of the server instead")
+    target.add_argument(
+        "--staged", action="store_true", help=f"check: <database>{STAGED_SUFFIX} instead"
+    )
     args = parser.parse_args(argv)
+    if args.action != "check" and (args.database or args.staged):
+        parser.error("--database and --staged apply to check only")
     settings = get_settings()
     configure_logging(settings.service_name, settings.log_level)
-    if args.action == "setup":
+    if args.action == "check":
+        check(settings, args.database, staged=args.staged)
+    elif args.action == "setup":
         setup(settings)
     elif args.action == "fix-search":
         _run_alembic(settings, "upgrade", "search_index@head")

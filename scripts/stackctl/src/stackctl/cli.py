@@ -1,5 +1,6 @@
-"""``stackctl up|down|urls|fix-search|unfix-search|migrate``: the native twin of the compose
-stack (see stackctl.native)."""
+"""``stackctl up|down|urls|fix-search|unfix-search|migrate|backup|restore FILE``: the native
+twin of the compose stack (see stackctl.native). ``backup`` and ``restore`` run
+scripts/pg-backup, as compose's `backup` service does, with the host's PostgreSQL client."""
 
 import argparse
 import os
@@ -14,7 +15,24 @@ from stackctl.processes import ComponentFailedError
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
     parser.add_argument(
-        "command", choices=("up", "down", "urls", "fix-search", "unfix-search", "migrate")
+        "command",
+        choices=(
+            "up",
+            "down",
+            "urls",
+            "fix-search",
+            "unfix-search",
+            "migrate",
+            "backup",
+            "restore",
+        ),
+    )
+    parser.add_argument("file", nargs="?", type=Path, help="restore: the backup to restore")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=REPO / "backups" / "native",
+        help="backup: where the dump goes (default: backups/native/)",
     )
     parser.add_argument(
         "--state-dir",
@@ -30,6 +48,14 @@ def main(argv: list[str] | None = None) -> None:
             stack.up()
         elif args.command == "down":
             stack.down()
+            return
+        elif args.command == "backup":
+            print(stack.backup(args.dir))
+            return
+        elif args.command == "restore":
+            if args.file is None:
+                parser.error("restore needs the backup file: stackctl restore FILE")
+            stack.restore(args.file)
             return
         elif args.command != "urls":
             stack.database("setup" if args.command == "migrate" else args.command)

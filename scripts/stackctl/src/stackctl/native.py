@@ -11,6 +11,7 @@ lives in one state directory (``STACK_DIR``, default ``.stack/``) that can be de
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -34,6 +35,8 @@ from stackctl.processes import (
     wait_http_ok,
 )
 
+# Backups and restores, here as in compose's `backup` service.
+BACKUP_SCRIPT = REPO / "scripts/pg-backup"
 DB_NAME = "messages"
 OWNER = "messages_owner"
 READER = "api_reader"
@@ -45,6 +48,8 @@ CORE_PORTS = (
     ("node-exporter", 9100), ("postgres-exporter", 9187), ("nginx-exporter", 9113),
 )  # fmt: skip
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
+# The environment variables observability/prometheus/render-config.sh writes into the rules.
+PROMETHEUS_SETTINGS = ("POSTGRES_TPS_THRESHOLD",)
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -283,6 +288,9 @@ class NativeStack:
         with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OWNER,)).fetchone():
                 cluster.create_database(DB_NAME, OWNER, values["owner"])
+        # A restore (scripts/pg-backup) checks a backup in a scratch database first; compose's
+        # owner is the image's superuser, this one needs the one privilege for it.
+        cluster.execute(f"ALTER ROLE {OWNER} CREATEDB")
         cluster.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", DB_NAME)
         return (
             cluster.url(OWNER, values["owner"], DB_NAME),
@@ -322,6 +330,76 @@ class NativeStack:
             action,
         )
 
+    # --- backups (scripts/pg-backup, the script compose's `backup` service runs) ------------
+    def backup(self, directory: Path) -> Path:
+        """A pg_dump of the database into ``directory`` as the owner; returns the file."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Path(self._pg_backup("backup", directory=directory).stdout.strip())
+
+    def restore(self, file: Path) -> None:
+        """``file`` into the database: restored into a scratch database and its migrations
+        checked first, then applied in one transaction; a bad file changes nothing."""
+        self._pg_backup("stage", str(file))
+        values = self.state.secrets()
+        cluster = self._cluster()
+        checked = subprocess.run(
+            [sys.executable, "-m", "api_svc.db_setup", "check", "--staged"],
+            env={
+                **self.env,
+                "SERVICE_NAME": "api-svc",
+                "TRACING_ENABLED": "false",
+                "MIGRATION_DATABASE_URL": cluster.url(OWNER, values["owner"], DB_NAME),
+                "DATABASE_URL": cluster.url(READER, values["reader"], DB_NAME),
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if checked.returncode != 0:
+            self._pg_backup("discard")
+            reason = _last_line(checked.stderr).removeprefix("api-svc-db check: ").rstrip(".")
+            raise BackupError(f"{file} was not restored: {reason}; {DB_NAME} was not changed.")
+        self._pg_backup("apply", str(file))
+        # Left out of backups (it needs a superuser): made again as in _prepare_database.
+        cluster.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", DB_NAME)
+
+    def _pg_backup(
+        self, *args: str, directory: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cluster = self._cluster()
+        if not cluster.is_running():
+            raise BackupError(
+                f"the native stack's PostgreSQL is not running in {self.state.root}: "
+                "`make native-up` first."
+            )
+        bin_dir = client_bin(cluster)
+        values = self.state.secrets()
+        env = {
+            **self.env,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(cluster.port),
+            "PGUSER": OWNER,
+            "PGPASSWORD": values["owner"],
+            "PGDATABASE": DB_NAME,
+            "PG_BIN": str(bin_dir),
+        }
+        if directory is not None:
+            env["BACKUP_DIR"] = str(directory)
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            ["bash", str(BACKUP_SCRIPT), *args],  # noqa: S607
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BackupError(_last_line(result.stderr).removeprefix("pg-backup: "))
+        if result.stderr.strip():
+            self.report(result.stderr.strip())
+        return result
+
     # --- gateway, Prometheus, Alertmanager, exporters --------------------------------------
     def _start_gateway(self) -> None:
         prefix = self.state.run / "gateway"
@@ -345,14 +423,23 @@ class NativeStack:
         )  # fmt: skip
 
     def _start_prometheus(self) -> None:
-        config = self.state.config / "observability/prometheus/prometheus.yml"
+        # As in compose: render-config.sh writes the thresholds set in the environment into a
+        # copy of prometheus.yml and rules/ (run/prometheus) and execs Prometheus on it.
+        directory = self.state.config / "observability/prometheus"
+        settings = {name: self.env[name] for name in PROMETHEUS_SETTINGS if name in self.env}
         self._spawn(
             "prometheus",
-            [_binary("prometheus"), f"--config.file={config}",
+            ["sh", str(directory / "render-config.sh"),
+             f"--config.file={directory / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.state.data / 'prometheus'}",
              f"--web.listen-address=127.0.0.1:{self.port('prometheus', 9090)}",
              "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"],
             health=f"{self.prometheus_url}/-/ready",
+            env={
+                "PROMETHEUS_RENDER_DIR": str(self.state.run / "prometheus"),
+                "PROMETHEUS_BIN": _binary("prometheus"),
+                **settings,
+            },
         )  # fmt: skip
 
     def _start_alertmanager(self) -> None:
@@ -477,6 +564,10 @@ class NativeStack:
         """The environment a component was (last) started with."""
         return dict(self._specs[name][2])
 
+    def cluster(self) -> PostgresCluster:
+        """The stack's PostgreSQL (its superuser's conninfo, its binaries)."""
+        return self._cluster()
+
     def stop_postgres(self) -> None:
         self._cluster().stop("fast")
 
@@ -496,6 +587,53 @@ class NativeStack:
             "PostgreSQL": f"127.0.0.1:{self.port('postgres', 5432)} (database {DB_NAME})",
             "logs": str(self.state.logs),
         }
+
+
+class BackupError(ComponentFailedError):
+    """A backup or restore did not happen; the message is one sentence saying why."""
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _major(version_output: str) -> int:
+    """15 of "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"."""
+    match = re.search(r"\)\s+(\d+)", version_output)
+    if not match:
+        raise BackupError(f"cannot read the version of: {version_output.strip()!r}.")
+    return int(match[1])
+
+
+def client_bin(cluster: PostgresCluster) -> Path:
+    """The directory of pg_dump, pg_restore and psql for ``cluster``: its server's own
+    directory (Debian's postgresql-client-<major> installs them there), else the first on
+    PATH; refused when older than the server (pg_dump cannot dump a newer server)."""
+    tools = ("pg_dump", "pg_restore", "psql")
+    candidates = [cluster.bin_dir]
+    # Not resolved: Debian's /usr/bin/pg_dump is a link to pg_wrapper, which picks a version.
+    if found := shutil.which("pg_dump"):
+        candidates.append(Path(found).parent)
+    server = _major(
+        subprocess.run(  # noqa: S603 - fixed argv
+            [str(cluster.bin_dir / "postgres"), "--version"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+    )  # fmt: skip
+    for directory in candidates:
+        if not all((directory / tool).is_file() for tool in tools):
+            continue
+        version = subprocess.run(  # noqa: S603 - fixed argv
+            [str(directory / "pg_dump"), "--version"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+        if _major(version) >= server:
+            return directory
+    raise BackupError(
+        f"no pg_dump, pg_restore and psql of PostgreSQL {server} or newer found (in "
+        f"{cluster.bin_dir} or on PATH): install Debian's postgresql-client-{server}."
+    )
 
 
 def _binary(*names: str) -> str:

@@ -109,8 +109,8 @@ test: deps ## Run every test: unit, integration (real gunicorn, PostgreSQL) and 
 screenshots: deps ## Swagger UI of both services in a real browser -> docs/*.png (~1 min)
 	SWAGGER_SCREENSHOTS_DIR=$(CURDIR)/docs $(UV_RUN) pytest tests/e2e/test_swagger_ui.py -q -k screenshots
 
-soak: deps ## The long soak on the native twin: SOAK_SECONDS (default 600) of mixed load
-	SOAK_SECONDS=$(SOAK_SECONDS) $(UV_RUN) pytest tests/e2e/test_reliability.py -k soak -s
+soak: deps ## The soak (SOAK_SECONDS, default 600) and the long tests make test leaves out (~25 min)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(UV_RUN) pytest tests/e2e -m "soak or long" -s
 
 fresh-machine: ## make test on a fresh Debian chroot, as root (SUITE=bookworm|trixie; ~25 min)
 	scripts/fresh-machine-test $(SUITE)

@@ -246,11 +246,11 @@ def test_make_test_gets_the_full_history(ci_jobs: dict[str, dict[str, Any]]) -> 
             assert step.get("with", {}).get("fetch-depth") == 0, f"{name}: shallow checkout"
 
 
-@pytest.mark.parametrize(("job", "minutes"), [("test", 30), ("soak", 30)])
+@pytest.mark.parametrize(("job", "minutes"), [("test", 30), ("soak", 45)])
 def test_long_jobs_have_room_over_their_measured_duration(
     ci_jobs: dict[str, dict[str, Any]], job: str, minutes: int
 ) -> None:
-    # make test takes at most 12 minutes and make soak runs 10 on a 2-core machine.
+    # make test takes at most 12 minutes and make soak about 25 on a 2-core machine.
     assert ci_jobs[job]["timeout-minutes"] == minutes
 
 

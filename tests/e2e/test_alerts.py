@@ -127,6 +127,7 @@ async def _paced_reads(base: str, rate: float, stop: Callable[[], bool], limit: 
     return statuses
 
 
+@pytest.mark.long  # the rule's for: 10m: make soak runs it, make test does not
 @pytest.mark.timeout(TPS_ALERT_DEADLINE_S + 180)  # the two restarts of Prometheus on top
 def test_sustained_database_load_fires_high_postgres_tps_up_to_the_webhook(
     stack: NativeStack, prometheus: httpx.Client

@@ -479,6 +479,7 @@ def _soak_plan(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
     return block
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(int(SOAK_SECONDS) + 300)
 def test_soak_of_mixed_load(stack: NativeStack) -> None:
     """THE SOAK: SOAK_SECONDS (default 60; `make soak`: 600) at 50 requests/s, gateway in front."""

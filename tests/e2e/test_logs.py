@@ -1,12 +1,13 @@
 """Logs on the native twin: every line JSON; gateway and service lines share the request id."""
 
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 
 from stackctl.native import NativeStack
-from stackctl.testing import json_lines
+from stackctl.testing import json_lines, wait_for
 
 
 @pytest.mark.parametrize(
@@ -25,10 +26,15 @@ def test_one_request_id_across_gateway_and_service(
         json={"data": "log me not"} if method == "POST" else None,
     )
     assert response.status_code == 200
-    gateway_lines = json_lines((stack.state.logs / "gateway.log").read_text())
-    service_lines = json_lines((stack.state.logs / f"{service}.log").read_text())
-    [edge] = [line for line in gateway_lines if line.get("request_id") == request_id]
-    [access] = [line for line in service_lines if line.get("request_id") == request_id]
+
+    def lines_of(name: str) -> list[dict[str, Any]]:
+        lines = json_lines((stack.state.logs / f"{name}.log").read_text())
+        return [line for line in lines if line.get("request_id") == request_id]
+
+    # nginx writes its access line after the response has left, so a fast client can read
+    # the file first: wait for the line (a busy fresh-machine run did read too early).
+    [edge] = wait_for(lambda: lines_of("gateway"), timeout=5, interval=0.05)
+    [access] = wait_for(lambda: lines_of(service), timeout=5, interval=0.05)
     assert edge["service"] == "gateway"
     assert edge["status"] == 200
     assert edge["trace_id"] == trace_id

@@ -126,10 +126,16 @@ def nginx_bin() -> str:
 
 
 class Stub:
-    """A tiny HTTP/1.1 keep-alive upstream in its own thread; answers with what it received."""
+    """A tiny HTTP/1.1 keep-alive upstream in its own thread; answers with what it received.
 
-    def __init__(self, name: str) -> None:
+    `stopping=True` plays a replica that is shutting down: it answers the first request of
+    each connection and closes the connection, unanswered, when another request arrives on it
+    (the request nginx sends on an idle connection at the moment the replica closes it).
+    """
+
+    def __init__(self, name: str, *, stopping: bool = False) -> None:
         self.name = name
+        self.stopping = stopping
         self.requests: list[dict[str, Any]] = []
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._sock.getsockname()[1])
@@ -205,7 +211,7 @@ class Stub:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while True:
+            for served in range(1_000_000):
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
                 request_line, *lines = head.rstrip("\r\n").split("\r\n")
                 method, target, _ = request_line.split(" ", 2)
@@ -216,6 +222,8 @@ class Stub:
                 length = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(length) if length else b""
                 status, payload = self._respond(method, target, headers, body)
+                if self.stopping and served:
+                    return
                 data = json.dumps(payload).encode()
                 writer.write(
                     (
@@ -787,6 +795,43 @@ def test_body_up_to_64_kib_passes_and_larger_gets_413(gw: Gateway, stubs: dict[s
 def test_upstream_down_gets_502_envelope(broken_gw: Gateway) -> None:
     assert_envelope(call(broken_gw, "GET", "/health"), 502)
     assert_envelope(call(broken_gw, "GET", "/api/docs"), 502)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "sent_again"),
+    [
+        ("POST", "/process", True),
+        ("POST", "/processor/process", True),
+        ("GET", "/health", True),
+        # A POST route that has not opted in: nginx never sends it twice.
+        ("POST", "/message", False),
+    ],
+)
+def test_a_request_on_a_connection_the_service_closes_is_sent_again_where_safe(
+    nginx_bin: str, method: str, path: str, *, sent_again: bool
+) -> None:
+    """A stopping replica closes its idle kept-alive connections (a rolling restart). A
+    request nginx sends on one as it closes goes out again on a new connection when the
+    route allows it, with the same X-Request-ID; otherwise the client gets a 502 envelope."""
+    stopping = Stub("stopping", stopping=True)
+    gateway = Gateway(nginx_bin, {"api-svc": stopping.port, "processor-svc": stopping.port})
+    try:
+        # One client connection, so one nginx worker and its one pool: the first request
+        # opens the upstream connection, the second one finds it kept alive.
+        first = call(gateway, method, path, json={"data": "first"})
+        assert first.status_code == 200, first.text
+        second = call(gateway, method, path, json={"data": "second"})
+        request_id = second.headers["x-request-id"]
+        seen = [r for r in stopping.requests if r["headers"].get("x-request-id") == request_id]
+        if sent_again:
+            assert second.status_code == 200, second.text
+            assert len(seen) == 2, seen
+        else:
+            assert_envelope(second, 502)
+            assert len(seen) == 1, seen
+    finally:
+        gateway.stop()
+        stopping.close()
 
 
 def test_upstream_not_answering_gets_504_envelope(broken_gw: Gateway) -> None:

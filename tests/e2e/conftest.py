@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from stackctl.addresses import PORT_OFFSET
-from stackctl.native import CORE_PORTS, NativeStack, running_stack
-from stackctl.ports import free_offset
+from stackctl.native import NativeStack, free_stack_offset, running_stack
 from stackctl.testing import drive, until
 
 # Every e2e test is bounded; the session fixture starts and stops everything itself.
@@ -28,7 +27,7 @@ def stack() -> Iterator[NativeStack]:
     state.chmod(0o711)
     env = dict(os.environ)
     # Beside whatever holds the documented ports (a local PostgreSQL, a running twin).
-    env.setdefault(PORT_OFFSET, str(free_offset(port for _, port in CORE_PORTS)))
+    env.setdefault(PORT_OFFSET, str(free_stack_offset()))
     try:
         with running_stack(state, env) as native:
             yield native

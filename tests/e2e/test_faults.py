@@ -57,5 +57,5 @@ def test_sigterm_with_100_requests_in_flight_loses_none(
     finally:  # whatever failed above, later tests need processor-svc back, as it was
         with suppress(ComponentFailedError):
             stack.stop("processor-svc")
-        stack.respawn("processor-svc", env={"PROCESS_DELAY_SECONDS": "0.5"})
+        stack.respawn("processor-svc")
     wait_for(lambda: gateway.post("/process", json={"data": "back"}).status_code == 200, 10, 0.2)

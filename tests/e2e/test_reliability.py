@@ -285,7 +285,7 @@ def reuse_port_processor(stack: NativeStack) -> Iterator[list[str]]:
     finally:
         with contextlib.suppress(ComponentFailedError):  # gone after the rolling restart
             stack.stop("processor-svc")
-        stack.respawn("processor-svc", argv=gunicorn_argv("processor_svc.main:app"))
+        stack.respawn("processor-svc")
 
 
 # Requests that must start after the old instance is gone, all served by the new one.

@@ -83,7 +83,7 @@ def fast_processor(stack: NativeStack) -> Iterator[None]:
         yield
     finally:
         stack.stop("processor-svc")
-        stack.respawn("processor-svc", env={"PROCESS_DELAY_SECONDS": "0.5"})
+        stack.respawn("processor-svc")
 
 
 def _case_runner(

@@ -288,7 +288,7 @@ def docs_switched_off(stack: NativeStack, gateway: httpx.Client) -> Iterator[Non
         for service in SERVICES:
             with suppress(ComponentFailedError):
                 stack.stop(service)
-            stack.respawn(service, env={"DOCS_ENABLED": "true"})
+            stack.respawn(service)
         assert gateway.get("/api/openapi.json").status_code == 200
 
 

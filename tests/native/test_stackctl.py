@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from stackctl.native import CORE_PORTS, NativeStack, _running
-from stackctl.ports import free_offset, port_is_free
+from stackctl.native import NativeStack, _running, free_stack_offset
+from stackctl.ports import port_is_free
 
 
 @pytest.fixture
 def env() -> dict[str, str]:
     """Ports chosen when the test starts, not at import: free of whatever runs by then (the
     e2e session's stack, anything on the documented ports)."""
-    offset = free_offset(port for _, port in CORE_PORTS)
+    offset = free_stack_offset()
     return {**os.environ, "STACK_PORT_OFFSET": str(offset), "SEED_ROWS": "1000"}
 
 

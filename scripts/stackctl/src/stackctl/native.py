@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
-from stackctl.ports import port_is_free
+from stackctl.ports import free_offset, port_is_free
 from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.processes import (
     ComponentFailedError,
@@ -47,6 +47,13 @@ CORE_PORTS = (
     ("alertmanager", 9093), ("alert-webhook", 5001),
     ("node-exporter", 9100), ("postgres-exporter", 9187), ("nginx-exporter", 9113),
 )  # fmt: skip
+
+
+def free_stack_offset() -> int:
+    """A ``STACK_PORT_OFFSET`` at which every core port is free: where a test stack starts."""
+    return free_offset(port for _, port in CORE_PORTS)
+
+
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
 # The environment variables observability/prometheus/render-config.sh writes into the rules.
 PROMETHEUS_SETTINGS = ("POSTGRES_TPS_THRESHOLD",)
@@ -234,7 +241,7 @@ class NativeStack:
         stderr_path: Path | None = None,
     ) -> None:
         log_path = self.state.logs / f"{name}.log"
-        self._specs[name] = (argv, health, env or {}, stderr_path)
+        self._specs.setdefault(name, (argv, health, env or {}, stderr_path))  # as `up` did
         started = spawn(
             name,
             argv,
@@ -545,8 +552,9 @@ class NativeStack:
     def respawn(
         self, name: str, *, env: dict[str, str] | None = None, argv: list[str] | None = None
     ) -> None:
-        """Start a stopped component again as ``up`` did, optionally with other environment
-        variables merged in or another command line (benchmark variants)."""
+        """Start a stopped component again as ``up`` did, optionally with environment
+        variables merged into ``up``'s or another command line (test and benchmark variants).
+        With neither, it runs exactly as ``up`` started it, whatever ran in between."""
         spec_argv, health, spec_env, stderr_path = self._specs[name]
         self._spawn(
             name,
@@ -561,7 +569,7 @@ class NativeStack:
         _stop_group(self.pid(name))  # waits, and reaps it when it is our child
 
     def spec_env(self, name: str) -> dict[str, str]:
-        """The environment a component was (last) started with."""
+        """The environment ``up`` started a component with."""
         return dict(self._specs[name][2])
 
     def cluster(self) -> PostgresCluster:

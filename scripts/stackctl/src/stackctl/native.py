@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgcluster import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.ports import free_offset, port_is_free
-from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.processes import (
     ComponentFailedError,
     gunicorn_argv,

@@ -139,10 +139,8 @@ def _listens(name: str, spec: Launch) -> list[str]:
             found.append(match["value"])
         elif index and spec.argv[index - 1] == "--port":
             found.append(f"127.0.0.1:{arg}")
-    for key in (*LISTEN_ENV.get(name, ()), "GF_SERVER_HTTP_PORT"):
-        if key in spec.env:
-            found.append(f"127.0.0.1:{spec.env[key]}")
-    return found
+    keys = (*LISTEN_ENV.get(name, ()), "GF_SERVER_HTTP_PORT")
+    return found + [f"127.0.0.1:{spec.env[key]}" for key in keys if key in spec.env]
 
 
 def _ports_of(addresses: list[str]) -> list[str]:

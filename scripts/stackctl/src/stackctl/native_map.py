@@ -13,7 +13,7 @@ The twin takes each service's command line, environment and mounts from compose 
   ``LISTEN_ENV``);
 - ``ADDED``: what a container gets from being a container (its own network namespace, its
   image's defaults) and a process on a shared machine must be told;
-- ``OPTIONAL_FLAGS``: flags an older OS package does not know yet, dropped with a notice;
+- ``FALLBACKS``: flags an older OS package does not know yet, and what replaces each there;
 - ``WHEN_ABSENT``: variables that point at an optional component the machine lacks;
 - ``HEALTH``: where the twin waits for a component, when compose's healthcheck has no URL.
 
@@ -64,9 +64,16 @@ LISTEN_FLAGS = {
 }
 # Environment variables that hold a port the component listens on.
 LISTEN_ENV = {"api-svc": ("PORT", "METRICS_PORT"), "processor-svc": ("PORT", "METRICS_PORT")}
-# Flags an older OS package does not know (Debian 12's postgres-exporter 0.11 has no
-# pg_stat_statements collector); dropped there, with a notice.
-OPTIONAL_FLAGS = {"postgres-exporter": ("--collector.stat_statements",)}
+# Flags an older OS package does not know, and what replaces each there: Debian 12's
+# postgres-exporter 0.11 has no stat_statements collector, so a custom query gives the same
+# series.
+FALLBACKS = {
+    "postgres-exporter": {
+        "--collector.stat_statements": [
+            f"--extend.query-path={Path(__file__).with_name('pg_stat_statements.yml')}"
+        ],
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -303,12 +310,12 @@ def launch(
     argv = [program, *(native(a) for a in args), *added.args(machine)]
     argv = _listen_args(service, argv, machine)
     notices = []
-    if optional := OPTIONAL_FLAGS.get(service):
+    if fallbacks := FALLBACKS.get(service):
         known = _known_flags(program)
-        for flag in optional:
+        for flag, instead in fallbacks.items():
             if flag in argv and flag not in known:
-                argv.remove(flag)
-                notices.append(f"{service}: {Path(program).name} has no {flag} (older package)")
+                argv[argv.index(flag) : argv.index(flag) + 1] = instead
+                notices.append(f"{service}: no {flag} in {Path(program).name}: {' '.join(instead)}")
     env = {key: native(str(value)) for key, value in (spec.get("environment") or {}).items()}
     for key in LISTEN_ENV.get(service, ()):
         env[key] = str(native_port(service, int(env[key]), machine.env))

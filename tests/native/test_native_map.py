@@ -179,3 +179,22 @@ def test_every_port_is_on_loopback_and_no_two_components_share_one(
     shared = {port: count for port, count in owners.items() if count > 1}
     assert not shared, shared
     assert len(owners) >= 20, sorted(owners)  # every component counted
+
+
+def test_the_config_files_of_a_component_name_its_native_paths(
+    services: dict[str, Any], stack: NativeStack
+) -> None:
+    machine = stack._machine()
+    render_configs(machine.config, ENV)
+    for name, tree in native_map.CONFIG_TREES.items():
+        native_map.map_config_tree(name, services[name], machine)
+        text = "\n".join(
+            line
+            for path in sorted((machine.config / tree).rglob("*.y*ml"))
+            for line in path.read_text().splitlines()
+            if not line.lstrip().startswith("#")
+        )
+        targets = [v["target"] for v in services[name].get("volumes", [])]
+        left = [t for t in targets if re.search(rf"(?<![\w/.:-]){re.escape(t)}\b", text)]
+        assert not left, (name, left)
+        assert str(machine.data) in text or str(machine.config) in text, name

@@ -25,7 +25,14 @@ from typing import Any
 
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.compose import resolved_services, start_order
-from stackctl.native_map import IMAGE_PROGRAMS, Launch, Machine, launch
+from stackctl.native_map import (
+    CONFIG_TREES,
+    IMAGE_PROGRAMS,
+    Launch,
+    Machine,
+    launch,
+    map_config_tree,
+)
 from stackctl.ports import free_offset, port_is_free
 from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.processes import ComponentFailedError, log_tail, spawn, wait_http_ok
@@ -157,6 +164,8 @@ class NativeStack:
         self._check_ports_free()
         self._check_reachable()
         render_configs(self.state.config, self.env)
+        for name in CONFIG_TREES:
+            map_config_tree(name, self._services()[name], self._machine())
         try:
             self._start_all()
         except BaseException:

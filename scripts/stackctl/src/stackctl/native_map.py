@@ -14,6 +14,7 @@ The twin takes each service's command line, environment and mounts from compose 
 - ``ADDED``: what a container gets from being a container (its own network namespace, its
   image's defaults) and a process on a shared machine must be told;
 - ``FALLBACKS``: flags an older OS package does not know yet, and what replaces each there;
+- ``CONFIG_TREES``: config files that name their component's container paths;
 - ``WHEN_ABSENT``: variables that point at an optional component the machine lacks;
 - ``HEALTH``: where the twin waits for a component, when compose's healthcheck has no URL.
 
@@ -159,6 +160,13 @@ ADDED: dict[str, Added] = {
             "GF_PATHS_PROVISIONING": str(m.config / "observability/grafana/provisioning"),
         },
     ),
+}
+# Config trees whose files name the component's own container paths (Loki's /loki, Tempo's
+# /var/tempo, Grafana's dashboards): natively those become its native paths too.
+CONFIG_TREES = {
+    "loki": "observability/loki",
+    "tempo": "observability/tempo",
+    "grafana": "observability/grafana",
 }
 # Variables dropped when the component they point at does not run here (no binary).
 WHEN_ABSENT = {"tempo": ("OTEL_EXPORTER_OTLP_ENDPOINT",)}
@@ -328,3 +336,15 @@ def launch(
         path for _, path in pairs if path.is_relative_to(machine.run)
     ]
     return Launch(service, argv, env, health, dirs=made, notices=notices)
+
+
+def map_config_tree(service: str, spec: Mapping[str, Any], machine: Machine) -> None:
+    """The rendered config files of ``service`` with its container paths made native."""
+    pairs = mounts(service, spec, machine)
+    for path in sorted((machine.config / CONFIG_TREES[service]).rglob("*")):
+        if path.is_file():
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                continue
+            path.write_text(_map_paths(text, pairs))

@@ -67,7 +67,7 @@ DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
 OVERVIEW = DASHBOARDS_DIR / "services-overview.json"
 GRAMMAR_DIR = Path(__file__).resolve().parent / "grammar"
 
-RUNBOOK_BASE = "https://github.com/example/fastapi-observability-stack/blob/main/README.md"
+RUNBOOK_BASE = "https://github.com/example/fastapi-observability-stack/blob/main/docs/runbooks.md"
 SEVERITIES = {"page", "ticket", "warning"}
 ALERT_NAMES = {
     "ServiceDown",

@@ -471,8 +471,8 @@ async def _read_answer(reader: asyncio.StreamReader, status_line: bytes) -> tupl
 def _soak_plan(rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
     """One block of 40 requests: mostly reads, /process, one search, 404s, 422s, readiness.
 
-    One search in 40 (1.25/s at 50 req/s): each is a full scan of 200,000 rows (the README's
-    deliberate bottleneck), and more would measure that bottleneck, not leaks."""
+    One search in 40 (1.25/s at 50 req/s): each is a full scan of 200,000 rows (the deliberate
+    bottleneck of docs/performance.md), and more would measure that bottleneck, not leaks."""
     words = ["zulu", "tango", "metric", "replica", "gateway", "latency"]
     block: list[tuple[str, str, dict[str, Any]]] = [
         *[("GET", f"/message/{rng.randint(1, 10)}", {}) for _ in range(16)],

@@ -96,6 +96,8 @@ def test_the_rules_are_read_like_docker_reads_them() -> None:
     assert in_build_context("api-svc/src/api_svc/main.py")
     assert in_build_context("processor-svc/pyproject.toml")
     assert not in_build_context("README.md")
+    assert not in_build_context("docs/runbooks.md")
+    assert not in_build_context("docs/swagger-ui-api-svc.png")
     assert not in_build_context("tests/e2e/conftest.py")
     assert not in_build_context("api-svc/src/api_svc/__pycache__/main.cpython-312.pyc")
     assert not in_build_context("api-svc/tests/conftest.py")

@@ -36,6 +36,8 @@ COPY observability/instrumentation/pyproject.toml observability/instrumentation/
 COPY api-svc/pyproject.toml api-svc/
 COPY processor-svc/pyproject.toml processor-svc/
 COPY scripts/stackctl/pyproject.toml scripts/stackctl/
+COPY testing/pgcluster/pyproject.toml testing/pgcluster/
+COPY testing/testkit/pyproject.toml testing/testkit/
 RUN --mount=type=cache,target=/root/.cache/uv \
     if [ -z "${SERVICE}" ]; then echo "build-arg SERVICE (api-svc|processor-svc) is required" >&2; exit 1; fi \
     && uv sync --frozen --no-dev --no-install-workspace --package "${SERVICE}"

@@ -2,7 +2,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_svc.db_setup import READABLE_MESSAGES
-from stackctl.testing import metric_value
+from testkit import metric_value
 
 
 @pytest.mark.parametrize("message_id", range(1, 11))

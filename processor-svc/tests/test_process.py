@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from processor_svc.config import Settings
 from processor_svc.main import create_app
-from stackctl.testing import json_lines, metric_value
+from testkit import json_lines, metric_value
 
 
 def test_process_echoes_after_the_simulated_work(client: TestClient) -> None:

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ WORKSPACE_PYPROJECTS = (
     "api-svc/pyproject.toml",
     "processor-svc/pyproject.toml",
     "scripts/stackctl/pyproject.toml",
+    "testing/pgcluster/pyproject.toml",
+    "testing/testkit/pyproject.toml",
 )
 
 
@@ -117,9 +120,21 @@ def test_dependencies_are_installed_before_the_sources() -> None:
     for flag in ("--no-dev", '--package "${SERVICE}"'):
         assert flag in lines[deps], flag
         assert flag in lines[install], flag
-    # Only the service being built (and the shared package) is copied: not stackctl.
+    # Only the service being built (and the shared package) is copied: not stackctl, nor
+    # the test infrastructure (testing/).
     sources = [line for line in lines if re.match(r"^COPY .*/src ", line)]
-    assert not any("stackctl" in line for line in sources)
+    assert not any("stackctl" in line or "testing/" in line for line in sources)
+
+
+def test_every_workspace_member_pyproject_is_listed() -> None:
+    # uv sync --frozen needs every member's pyproject.toml, even of members it skips.
+    members = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["uv"][
+        "workspace"
+    ]["members"]
+    assert set(WORKSPACE_PYPROJECTS) == {
+        "pyproject.toml",
+        *(f"{m}/pyproject.toml" for m in members),
+    }
 
 
 def test_runtime_has_no_build_tools() -> None:

@@ -39,7 +39,7 @@ import pytest
 import yaml
 
 from stackctl import dashboards
-from stackctl.testing import npm_dependencies, tool
+from testkit import npm_dependencies, tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OBS = REPO_ROOT / "observability"

@@ -246,6 +246,30 @@ def test_make_test_gets_the_full_history(ci_jobs: dict[str, dict[str, Any]]) -> 
             assert step.get("with", {}).get("fetch-depth") == 0, f"{name}: shallow checkout"
 
 
+def test_each_member_s_tests_run_on_their_own(ci_jobs: dict[str, dict[str, Any]]) -> None:
+    # In an environment of that member and its dev group only, so a test dependency the
+    # member does not declare (or an import of the tooling) fails in CI.
+    job = ci_jobs["member-tests"]
+    include = job["strategy"]["matrix"]["include"]
+    members = {entry["member"]: entry["tests"] for entry in include}
+    assert members == {
+        "instrumentation": "observability/instrumentation/tests",
+        "api-svc": "api-svc/tests",
+        "processor-svc": "processor-svc/tests",
+    }
+    for member, tests in members.items():
+        pyproject = (ROOT / tests).parent / "pyproject.toml"
+        assert f'name = "{member}"' in pyproject.read_text(encoding="utf-8"), pyproject
+    pytest_runs = [s for s in runs(job) if re.search(r"\bpytest\b", s)]
+    assert len(pytest_runs) == 1, pytest_runs
+    command = pytest_runs[0].split()
+    assert command[:2] == ["uv", "run"], command
+    assert {"--frozen", "--isolated"} <= set(command), command
+    assert command[command.index("--package") + 1] == '"$MEMBER"', command
+    pytest_step = next(s for s in steps(job) if "pytest" in str(s.get("run", "")))
+    assert pytest_step["env"] == {"MEMBER": "${{ matrix.member }}", "TESTS": "${{ matrix.tests }}"}
+
+
 @pytest.mark.parametrize(("job", "minutes"), [("test", 30), ("soak", 45)])
 def test_long_jobs_have_room_over_their_measured_duration(
     ci_jobs: dict[str, dict[str, Any]], job: str, minutes: int

@@ -14,7 +14,7 @@ import pytest
 
 from stackctl.addresses import PORT_OFFSET
 from stackctl.native import NativeStack, free_stack_offset, running_stack
-from stackctl.testing import drive, until
+from testkit import drive, until
 
 # Every e2e test is bounded; the session fixture starts and stops everything itself.
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from stackctl.native import NativeStack
-from stackctl.testing import drive, json_lines, query, until, wait_for
+from testkit import drive, json_lines, query, until, wait_for
 
 
 def _notifications(stack: NativeStack) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from stackctl.addresses import REPO
 from stackctl.native import DB_NAME, OWNER, READER, NativeStack, client_bin
-from stackctl.testing import wait_for
+from testkit import wait_for
 
 # Every row, in order, to the byte: what a backup must give back.
 FINGERPRINT = (

@@ -10,7 +10,7 @@ import httpx
 
 from stackctl.native import NativeStack
 from stackctl.processes import ComponentFailedError
-from stackctl.testing import drive, metric_value, until, wait_for
+from testkit import drive, metric_value, until, wait_for
 
 
 def _in_flight(stack: NativeStack) -> float:

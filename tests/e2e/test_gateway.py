@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from stackctl.native import NativeStack
-from stackctl.testing import pipelined_get
+from testkit import pipelined_get
 
 ENVELOPE_KEYS = {"code", "message", "request_id"}
 

@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackctl.addresses import REPO
 from stackctl.native import NativeStack
-from stackctl.testing import json_lines, wait_for
+from testkit import json_lines, wait_for
 
 ENVELOPE_KEYS = {"code", "message", "request_id"}
 MAX_BODY = 64 * 1024  # gateway/conf.d/20-limits.conf: client_max_body_size 64k

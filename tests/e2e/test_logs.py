@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from stackctl.native import NativeStack
-from stackctl.testing import json_lines, wait_for
+from testkit import json_lines, wait_for
 
 
 @pytest.mark.parametrize(

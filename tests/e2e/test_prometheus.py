@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from stackctl.dashboards import dashboard_queries
-from stackctl.testing import query, wait_for
+from testkit import query, wait_for
 
 # The scrape targets the native twin runs (Tempo, Loki, Grafana and Alloy only in compose).
 CORE_JOBS = ("api-svc", "processor-svc", "node", "postgres", "nginx", "prometheus", "alertmanager")

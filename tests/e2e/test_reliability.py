@@ -40,7 +40,7 @@ from stackctl.processes import (
     log_tail,
     spawn,
 )
-from stackctl.testing import json_lines, metric_value, query, wait_for
+from testkit import json_lines, metric_value, query, wait_for
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 

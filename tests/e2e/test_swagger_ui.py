@@ -30,7 +30,7 @@ import pytest
 
 from stackctl.native import NativeStack
 from stackctl.processes import ComponentFailedError
-from stackctl.testing import npm_dependencies, tool
+from testkit import npm_dependencies, tool
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 # Debian: chromium. Ubuntu's chromium package is only a snap wrapper (no snapd in containers,

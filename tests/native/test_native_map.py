@@ -49,7 +49,7 @@ def launches(stack: NativeStack, services: dict[str, Any]) -> dict[str, Launch]:
     return {
         name: native_map.launch(name, spec, machine, absent=set())
         for name, spec in services.items()
-        if name != "postgres"  # the OS's cluster, stackctl.postgres
+        if name != "postgres"  # the OS's cluster, pgcluster
     }
 
 

@@ -13,7 +13,7 @@ from api_svc.config import Settings
 from api_svc.db_setup import setup
 from stackctl.addresses import REPO
 from stackctl.native import client_bin
-from stackctl.postgres import PostgresCluster
+from testkit import PostgresCluster
 
 OWNER_PASSWORD = secrets.token_hex(8)
 OLD = ("20200101T000000Z", "20200101T000001Z", "20200101T000002Z")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from instrumentation.app import create_service_app
 from instrumentation.logs import stdlib_logging_config
 from instrumentation.settings import ObservabilitySettings
-from stackctl.testing import json_lines
+from testkit import json_lines
 
 router = APIRouter()
 

@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from instrumentation.settings import ObservabilitySettings
+from instrumentation.settings import ObservabilitySettings, from_environment
 
 
 class Settings(ObservabilitySettings):
@@ -30,4 +30,5 @@ class Settings(ObservabilitySettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """From the environment; an invalid value fails with one line naming the variable."""
+    return from_environment(Settings)

@@ -10,10 +10,7 @@ import pytest
 
 from api_svc.config import Settings
 from api_svc.db_setup import setup
-from stackctl.ports import free_port
-from stackctl.postgres import PostgresCluster
-from stackctl.processes import ServiceProcess, start_service
-from stackctl.testing import json_lines
+from testkit import PostgresCluster, ServiceProcess, free_port, json_lines, start_service
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from swagger_ui_bundle import swagger_ui_path
 
-from stackctl.testing import metric_value
+from testkit import metric_value
 
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",

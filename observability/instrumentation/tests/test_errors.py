@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from stackctl.testing import json_lines
+from testkit import json_lines
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from stackctl.testing import metric_value, series_count
+from testkit import metric_value, series_count
 
 
 def test_requests_are_counted_by_route_template(client: TestClient) -> None:

@@ -12,9 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stackctl.ports import free_port
-from stackctl.processes import ServiceProcess, start_service
-from stackctl.testing import json_lines, metric_value, pipelined_gets, series_count
+from testkit import (
+    ServiceProcess,
+    free_port,
+    json_lines,
+    metric_value,
+    pipelined_gets,
+    series_count,
+    start_service,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,13 @@
 
     gunicorn <module>:app -c python:instrumentation.gunicorn_conf
 
-Everything a deployment changes comes from the environment: PORT, WEB_CONCURRENCY,
-GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR, and METRICS_PORT: when set
-(and METRICS_ENABLED is not false), the master serves all workers' metrics on that port.
+Everything a deployment changes comes from the environment, read and validated once, by the
+same settings fields the app uses (instrumentation.settings.GunicornSettings): PORT,
+WEB_CONCURRENCY, BIND_HOST, GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, and METRICS_PORT: when
+set (and METRICS_ENABLED is not false), the master serves all workers' metrics on that port.
+An invalid value stops gunicorn before it binds, with one line per variable ("Error: invalid
+settings in the environment ..."). PROMETHEUS_MULTIPROC_DIR stays a plain environment
+variable: prometheus_client reads it from there, in every worker.
 """
 
 import os
@@ -12,26 +16,19 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter
-
 from instrumentation.logs import stdlib_logging_config
+from instrumentation.settings import GunicornSettings, from_environment
 
 if TYPE_CHECKING:  # imported for real only once the multiprocess directory is set
     from instrumentation.metrics import MasterMetricsServer
 
-_service = os.environ.get("SERVICE_NAME", "gunicorn")
-_level = os.environ.get("LOG_LEVEL", "info")
+_settings = from_environment(GunicornSettings)
 
-_host = os.environ.get("BIND_HOST", "0.0.0.0")  # noqa: S104 - a container's only interface
-_metrics_port = os.environ.get("METRICS_PORT", "")
-# The same parsing as the services' settings (METRICS_ENABLED=false turns both off).
-_metrics_enabled = TypeAdapter(bool).validate_python(os.environ.get("METRICS_ENABLED", "true"))
-
-bind = [f"{_host}:{os.environ.get('PORT', '8000')}"]
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = [f"{_settings.bind_host}:{_settings.port}"]
+workers = _settings.web_concurrency
 worker_class = "instrumentation.worker.ServiceWorker"
 # SIGTERM: stop accepting, let in-flight requests (e.g. a 0.5 s /process) finish, then exit.
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = _settings.graceful_timeout
 timeout = 60
 # Longer than the gateway's upstream keep-alive (60 s), so nginx never reuses a closed socket.
 keepalive = 75
@@ -41,8 +38,8 @@ max_requests = 0
 # host (two services, tests) and unwritable on a read-only root filesystem; nothing uses it.
 control_socket_disable = True
 accesslog = None
-loglevel = _level
-logconfig_dict = stdlib_logging_config(_service, _level)
+loglevel = _settings.log_level
+logconfig_dict = stdlib_logging_config(_settings.service_name, _settings.log_level)
 
 
 _own_directory: list[str] = []
@@ -66,12 +63,12 @@ def on_starting(_server: Any) -> None:
 
 def when_ready(_server: Any) -> None:
     """Serve /metrics from the master: a saturated worker would answer a scrape late."""
-    if not (_metrics_port and _metrics_enabled):
+    if _settings.metrics_port is None or not _settings.metrics_enabled:
         return
     # Imported here: prometheus_client must not be imported before the directory is set.
     from instrumentation.metrics import MasterMetricsServer  # noqa: PLC0415
 
-    _metrics_server.append(MasterMetricsServer(_host, int(_metrics_port)))
+    _metrics_server.append(MasterMetricsServer(_settings.bind_host, _settings.metrics_port))
 
 
 def post_fork(_server: Any, _worker: Any) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgcluster import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.compose import resolved_services, start_order
 from stackctl.native_map import (
@@ -34,7 +35,6 @@ from stackctl.native_map import (
     map_config_tree,
 )
 from stackctl.ports import free_offset, port_is_free
-from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.processes import ComponentFailedError, log_tail, spawn, wait_http_ok
 
 # Backups and restores, here as in compose's `backup` service.

@@ -19,7 +19,7 @@ The twin takes each service's command line, environment and mounts from compose 
 - ``HEALTH``: where the twin waits for a component, when compose's healthcheck has no URL.
 
 The twin's own database credentials replace ``.env``'s (stackctl.native), and the OS's
-PostgreSQL cluster replaces the postgres image (stackctl.postgres, the same ``-c`` settings).
+PostgreSQL cluster replaces the postgres image (pgcluster, the same ``-c`` settings).
 """
 
 import re

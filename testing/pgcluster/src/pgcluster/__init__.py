@@ -2,12 +2,17 @@
 
 PostgreSQL refuses to run as root; when we are root (CI is), the cluster belongs to the
 `postgres` system user the Debian package creates, and every server command runs through runuser.
+
+Used by the test kit's fixtures (testkit) and by the native twin (stackctl); it depends on
+neither, and on nothing but psycopg, so the services' tests get a real PostgreSQL without
+depending on the tooling.
 """
 
 import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +20,17 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from stackctl.ports import free_port
+__all__ = ["SUPERUSER", "PostgresCluster", "create_cluster", "find_pg_bin", "free_port"]
 
 SUPERUSER = "postgres"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def find_pg_bin() -> Path:

@@ -1,4 +1,4 @@
-"""Fixtures for the project's tests: a real PostgreSQL, never a stand-in.
+"""pytest fixtures for every member's tests: a real PostgreSQL, never a stand-in.
 
 ``TEST_DATABASE_URL`` (an owner's SQLAlchemy URL of an empty database) is used when set;
 otherwise a throwaway cluster is started from the OS packages and removed afterwards.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stackctl.postgres import PostgresCluster, create_cluster
+from pgcluster import PostgresCluster, create_cluster
 
 
 @pytest.fixture(scope="session")

@@ -198,3 +198,11 @@ def test_the_config_files_of_a_component_name_its_native_paths(
         left = [t for t in targets if re.search(rf"(?<![\w/.:-]){re.escape(t)}\b", text)]
         assert not left, (name, left)
         assert str(machine.data) in text or str(machine.config) in text, name
+
+
+def test_the_twins_postgresql_runs_with_composes_settings(
+    services: dict[str, Any], stack: NativeStack
+) -> None:
+    settings = native_map.server_settings(services["postgres"])
+    assert "shared_preload_libraries=pg_stat_statements" in settings
+    assert stack._cluster().settings == settings

@@ -33,6 +33,7 @@ from stackctl.native_map import (
     Machine,
     launch,
     map_config_tree,
+    server_settings,
 )
 from stackctl.ports import free_offset, port_is_free
 from stackctl.processes import ComponentFailedError, log_tail, spawn, wait_http_ok
@@ -311,6 +312,7 @@ class NativeStack:
             password=secrets_["superuser"],
             bin_dir=find_pg_bin(),
             run_as="postgres" if os.geteuid() == 0 else None,
+            settings=server_settings(self._services()["postgres"]),
         )
 
     def _start_postgres(self) -> PostgresCluster:
@@ -318,7 +320,9 @@ class NativeStack:
         if (cluster.data_dir / "PG_VERSION").exists():
             cluster.start()
         else:
-            cluster = create_cluster(cluster.base_dir, port=self.port("postgres", 5432))
+            cluster = create_cluster(
+                cluster.base_dir, port=self.port("postgres", 5432), settings=cluster.settings
+            )
             # create_cluster makes its own password: keep it for the next `up`.
             values = self.state.secrets()
             values["superuser"] = cluster.password

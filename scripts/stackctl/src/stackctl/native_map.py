@@ -19,7 +19,8 @@ The twin takes each service's command line, environment and mounts from compose 
 - ``HEALTH``: where the twin waits for a component, when compose's healthcheck has no URL.
 
 The twin's own database credentials replace ``.env``'s (stackctl.native), and the OS's
-PostgreSQL cluster replaces the postgres image (pgcluster, the same ``-c`` settings).
+PostgreSQL cluster replaces the postgres image, with compose's ``-c`` settings
+(``server_settings``).
 """
 
 import re
@@ -29,6 +30,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +350,9 @@ def map_config_tree(service: str, spec: Mapping[str, Any], machine: Machine) -> 
             except UnicodeDecodeError:
                 continue
             path.write_text(_map_paths(text, pairs))
+
+
+def server_settings(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``-c name=value`` settings of compose's ``postgres`` command."""
+    command = list(spec.get("command") or [])
+    return tuple(value for flag, value in pairwise(command) if flag == "-c")

@@ -29,6 +29,7 @@ from stackctl.compose import resolved_services, start_order
 from stackctl.native_map import (
     CONFIG_TREES,
     IMAGE_PROGRAMS,
+    STDERR_LOGS,
     Launch,
     Machine,
     launch,
@@ -255,22 +256,25 @@ class NativeStack:
             directory.mkdir(parents=True, exist_ok=True)
         for notice in spec.notices:
             self.report(f"  {notice}")
-        stderr_path = None
-        if spec.name == "gateway":
-            stderr_path = self._prepare_gateway(spec)
-        self._spawn(spec.name, spec.argv, health=spec.health, env=spec.env, stderr_path=stderr_path)
+        if spec.name == "gateway" and os.geteuid() == 0:
+            self._open_to_nobody(spec)
+        stderr = STDERR_LOGS.get(spec.name)
+        self._spawn(
+            spec.name,
+            spec.argv,
+            health=spec.health,
+            env=spec.env,
+            stderr_path=self.state.logs / stderr if stderr else None,
+        )
 
-    def _prepare_gateway(self, spec: Launch) -> Path:
-        """The access log is JSON on stdout; the error log (plain text, stderr) gets its own
-        file. Without a `user` directive a root master runs its workers as nobody, and they
+    def _open_to_nobody(self, spec: Launch) -> None:
+        """Without a `user` directive a root nginx master runs its workers as nobody, and they
         reopen /dev/stdout (the log) and need the prefix's temp dirs."""
-        log_path = self.state.logs / "gateway.log"
+        log_path = self.state.logs / f"{spec.name}.log"
         log_path.touch()
-        if os.geteuid() == 0:
-            nobody = pwd.getpwnam("nobody")
-            for path in [*(d for d in spec.dirs if d.is_relative_to(self.state.run)), log_path]:
-                os.chown(path, nobody.pw_uid, nobody.pw_gid)
-        return self.state.logs / "gateway-error.log"
+        nobody = pwd.getpwnam("nobody")
+        for path in [*(d for d in spec.dirs if d.is_relative_to(self.state.run)), log_path]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
 
     def _spawn(
         self,

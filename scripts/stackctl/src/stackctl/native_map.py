@@ -16,6 +16,7 @@ The twin takes each service's command line, environment and mounts from compose 
 - ``FALLBACKS``: flags an older OS package does not know yet, and what replaces each there;
 - ``CONFIG_TREES``: config files that name their component's container paths;
 - ``WHEN_ABSENT``: variables that point at an optional component the machine lacks;
+- ``STDERR_LOGS``: components whose stderr is logged apart from stdout;
 - ``HEALTH``: where the twin waits for a component, when compose's healthcheck has no URL.
 
 The twin's own database credentials replace ``.env``'s (stackctl.native), and the OS's
@@ -170,6 +171,9 @@ CONFIG_TREES = {
     "tempo": "observability/tempo",
     "grafana": "observability/grafana",
 }
+# Components whose stderr gets a log file of its own: nginx's error log is plain text on
+# stderr, its access log JSON on stdout (in compose, the log driver keeps both streams apart).
+STDERR_LOGS = {"gateway": "gateway-error.log"}
 # Variables dropped when the component they point at does not run here (no binary).
 WHEN_ABSENT = {"tempo": ("OTEL_EXPORTER_OTLP_ENDPOINT",)}
 # Where to wait for a component whose compose healthcheck names no URL (or that has none),

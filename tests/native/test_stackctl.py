@@ -104,6 +104,22 @@ def test_a_broken_flag_in_composes_command_fails_up_naming_the_component(
     assert not (state_dir / "pids.json").exists()
 
 
+def test_a_gateway_that_cannot_start_fails_up_with_its_error_log(
+    env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    # nginx writes why it stopped to stderr, which has a log file of its own.
+    compose = _compose_copy(
+        tmp_path,
+        '"-e", "stderr", "-g", "daemon off;"',
+        '"-e", "stderr", "-g", "daemon off; no_such_directive;"',
+    )
+    result = _stackctl(env, state_dir, "up", COMPOSE_FILE=str(compose), STACK_TIMEOUT="20")
+    assert result.returncode == 1
+    assert "gateway did not become healthy" in result.stderr
+    assert "gateway-error.log" in result.stderr
+    assert 'unknown directive "no_such_directive"' in result.stderr
+
+
 def test_a_busy_port_fails_up_before_starting_anything(
     env: dict[str, str], state_dir: Path
 ) -> None:

@@ -301,10 +301,12 @@ class NativeStack:
             try:
                 wait_http_ok(health, self.timeout, started.proc)
             except ComponentFailedError as exc:
-                raise ComponentFailedError(
-                    f"{name} did not become healthy: {exc}\n--- {log_path} (last lines) ---\n"
-                    f"{log_tail(log_path)}"
-                ) from None
+                tails = "".join(
+                    f"\n--- {path} (last lines) ---\n{log_tail(path)}"
+                    for path in (log_path, stderr_path)
+                    if path is not None
+                )
+                raise ComponentFailedError(f"{name} did not become healthy: {exc}{tails}") from None
         self.report(f"  started {name}")
 
     # --- PostgreSQL and the one-shot migrate step ------------------------------------------

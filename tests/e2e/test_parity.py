@@ -19,7 +19,7 @@ def test_prometheus_runs_the_rendered_repository_files(stack: NativeStack) -> No
     """render-config.sh's copy, as in compose: the addresses rendered, and (no threshold set in
     the session's environment) every rule file byte for byte."""
     cmdline = Path(f"/proc/{stack.pid('prometheus')}/cmdline").read_bytes().decode()
-    running = stack.state.run / "prometheus"
+    running = Path(stack.spec_env("prometheus")["PROMETHEUS_RENDER_DIR"])
     assert f"--config.file={running / 'prometheus.yml'}" in cmdline.split("\0")
     source = REPO / "observability/prometheus"
     assert (running / "prometheus.yml").read_text() == render_text(
@@ -34,9 +34,10 @@ def test_prometheus_runs_the_rendered_repository_files(stack: NativeStack) -> No
 
 def test_alertmanager_runs_the_rendered_receivers(stack: NativeStack) -> None:
     cmdline = Path(f"/proc/{stack.pid('alertmanager')}/cmdline").read_bytes().decode()
-    assert str(stack.state.run / "alertmanager" / "alertmanager.yml") in cmdline
+    rendered = Path(stack.spec_env("alertmanager")["ALERTMANAGER_RENDER_DIR"]) / "alertmanager.yml"
+    assert str(rendered) in cmdline
     receiver = f"http://127.0.0.1:{stack.port('alert-webhook', 5001)}/alerts"
-    assert receiver in (stack.state.run / "alertmanager" / "alertmanager.yml").read_text()
+    assert receiver in rendered.read_text()
 
 
 @pytest.mark.parametrize(

@@ -383,7 +383,7 @@ def _sample(stack: NativeStack, at: float) -> Sample:
     for service in ("api-svc", "processor-svc"):
         for pid in _children(stack.pid(service)):
             rss[pid] = _rss_kib(pid)
-        entries = list((stack.state.run / f"{service}-metrics").iterdir())
+        entries = list(Path(stack.spec_env(service)["PROMETHEUS_MULTIPROC_DIR"]).iterdir())
         files[service] = (len(entries), sum(entry.stat().st_size for entry in entries))
     return Sample(at, rss, files)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stackctl.addresses import COMPOSE_FILE
 from stackctl.native import NativeStack, _running, free_stack_offset
 from stackctl.ports import port_is_free
 
@@ -52,14 +53,71 @@ def _stackctl(
 def test_an_unhealthy_component_fails_up_with_its_log_tail(
     env: dict[str, str], state_dir: Path
 ) -> None:
-    # A worker count that is not a number: the first process to read the settings (the
-    # migrate step, api-svc's Settings) stops with the variable named, before any gunicorn.
-    result = _stackctl(env, state_dir, "up", WEB_CONCURRENCY="many", STACK_TIMEOUT="20")
+    # gunicorn cannot start with a worker count that is not a number (compose's variable).
+    result = _stackctl(env, state_dir, "up", API_WEB_CONCURRENCY="many", STACK_TIMEOUT="20")
     assert result.returncode == 1
-    assert "migrate setup failed" in result.stderr
-    assert "WEB_CONCURRENCY='many': Input should be a valid integer" in result.stderr
+    assert "api-svc did not become healthy" in result.stderr
+    assert "WEB_CONCURRENCY" in result.stderr or "invalid literal" in result.stderr
     # Everything started before the failure was stopped again.
     assert not (state_dir / "pids.json").exists()
+
+
+def _compose_copy(directory: Path, old: str, new: str) -> Path:
+    """docker-compose.yml with one line changed, for COMPOSE_FILE (as compose reads it)."""
+    text = COMPOSE_FILE.read_text()
+    assert text.count(old) == 1, old
+    copy = directory / "docker-compose.yml"
+    copy.write_text(text.replace(old, new))
+    return copy
+
+
+def test_the_twin_runs_the_environment_compose_gives(
+    env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    compose = _compose_copy(
+        tmp_path, "WEB_CONCURRENCY: ${API_WEB_CONCURRENCY:-2}", 'WEB_CONCURRENCY: "3"'
+    )
+    up = _stackctl(env, state_dir, "up", COMPOSE_FILE=str(compose))
+    assert up.returncode == 0, up.stderr + up.stdout
+    stack = NativeStack(state_dir, {**env, "COMPOSE_FILE": str(compose)})
+    try:
+        api_master = stack.pid("api-svc")
+        children = Path(f"/proc/{api_master}/task/{api_master}/children").read_text().split()
+        assert len(children) == 3, children
+        processor = stack.pid("processor-svc")
+        assert len(Path(f"/proc/{processor}/task/{processor}/children").read_text().split()) == 2
+    finally:
+        stack.down()
+
+
+def test_a_broken_flag_in_composes_command_fails_up_naming_the_component(
+    env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    compose = _compose_copy(
+        tmp_path, "- --web.enable-remote-write-receiver", "- --web.enable-remote-write-receiverr"
+    )
+    result = _stackctl(env, state_dir, "up", COMPOSE_FILE=str(compose), STACK_TIMEOUT="20")
+    assert result.returncode == 1
+    assert "prometheus did not become healthy" in result.stderr
+    assert "web.enable-remote-write-receiverr" in result.stderr  # Prometheus' own complaint
+    assert "Traceback" not in result.stderr
+    assert not (state_dir / "pids.json").exists()
+
+
+def test_a_gateway_that_cannot_start_fails_up_with_its_error_log(
+    env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    # nginx writes why it stopped to stderr, which has a log file of its own.
+    compose = _compose_copy(
+        tmp_path,
+        '"-e", "stderr", "-g", "daemon off;"',
+        '"-e", "stderr", "-g", "daemon off; no_such_directive;"',
+    )
+    result = _stackctl(env, state_dir, "up", COMPOSE_FILE=str(compose), STACK_TIMEOUT="20")
+    assert result.returncode == 1
+    assert "gateway did not become healthy" in result.stderr
+    assert "gateway-error.log" in result.stderr
+    assert 'unknown directive "no_such_directive"' in result.stderr
 
 
 def test_a_busy_port_fails_up_before_starting_anything(

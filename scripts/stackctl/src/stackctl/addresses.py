@@ -1,11 +1,13 @@
-"""The one difference between the compose stack and its native twin: addresses.
+"""What the native twin changes in the config files: addresses, and nothing else.
 
 Every config file is written for compose and names other components as
 ``<compose service>:<port>``; the gateway listens on a bare ``listen <port>``. The native twin
 runs copies of those files in which each such address becomes ``127.0.0.1:<port>``, the port
 unchanged unless the environment overrides it (``GATEWAY_PORT``, ``PROMETHEUS_PORT``,
-``PG_PORT``, or ``STACK_PORT_OFFSET`` for all of them). Nothing else in a file changes;
-``tests/native/test_config_parity.py`` proves it.
+``PG_PORT``, or ``STACK_PORT_OFFSET`` for all of them) or two components share it
+(``MOVED_PORTS``); a component's own wildcard binds become loopback. Nothing else in a file
+changes; ``tests/native/test_config_parity.py`` proves it. How commands and environments are
+made native: stackctl.native_map.
 """
 
 import os
@@ -40,6 +42,12 @@ PORT_OVERRIDES = {
 }
 # Added to every other port, so several native stacks can run side by side (tests, CI).
 PORT_OFFSET = "STACK_PORT_OFFSET"
+# Ports two services both listen on in compose (each in its own container): natively, one
+# moves. Loki and Tempo both serve gRPC on 9095.
+MOVED_PORTS = {("tempo", 9095): 9096}
+# Config trees of one component: a wildcard bind there (`0.0.0.0:<port>`) becomes loopback.
+OWNERS = {"observability/loki": "loki", "observability/tempo": "tempo"}
+_WILDCARD = re.compile(r"\b0\.0\.0\.0:(?P<port>\d{2,5})\b")
 
 _LISTEN = re.compile(r"^(?P<indent>\s*listen\s+)(?P<port>\d{2,5})\b", re.MULTILINE)
 
@@ -60,11 +68,14 @@ def native_port(service: str, port: int, env: Mapping[str, str] | None = None) -
     """Where ``service``'s ``port`` listens natively: its override, else port + offset."""
     env = os.environ if env is None else env
     override = env.get(PORT_OVERRIDES.get((service, port), ""), "")
-    return int(override) if override else port + int(env.get(PORT_OFFSET, "") or 0)
+    if override:
+        return int(override)
+    return MOVED_PORTS.get((service, port), port) + int(env.get(PORT_OFFSET, "") or 0)
 
 
-def render_text(text: str, env: Mapping[str, str] | None = None) -> str:
-    """``text`` with every compose address replaced by its native one."""
+def render_text(text: str, env: Mapping[str, str] | None = None, owner: str | None = None) -> str:
+    """``text`` with every compose address replaced by its native one; in a config file of
+    service ``owner``, its wildcard binds too."""
 
     def address(match: re.Match[str]) -> str:
         return f"{LOOPBACK}:{native_port(match['host'], int(match['port']), env)}"
@@ -72,10 +83,17 @@ def render_text(text: str, env: Mapping[str, str] | None = None) -> str:
     def listen(match: re.Match[str]) -> str:
         return f"{match['indent']}{LOOPBACK}:{native_port('gateway', int(match['port']), env)}"
 
-    return _LISTEN.sub(listen, _address_pattern().sub(address, text))
+    text = _LISTEN.sub(listen, _address_pattern().sub(address, text))
+    if owner is None:
+        return text
+    return _WILDCARD.sub(
+        lambda match: f"{LOOPBACK}:{native_port(owner, int(match['port']), env)}", text
+    )
 
 
-def render_tree(source: Path, target: Path, env: Mapping[str, str] | None = None) -> None:
+def render_tree(
+    source: Path, target: Path, env: Mapping[str, str] | None = None, owner: str | None = None
+) -> None:
     """Copy ``source`` to ``target``, rendering every text file (modes kept)."""
     if target.exists():
         shutil.rmtree(target)
@@ -88,7 +106,7 @@ def render_tree(source: Path, target: Path, env: Mapping[str, str] | None = None
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
         try:
-            destination.write_text(render_text(path.read_text(), env))
+            destination.write_text(render_text(path.read_text(), env, owner))
         except UnicodeDecodeError:
             shutil.copyfile(path, destination)
         shutil.copymode(path, destination)
@@ -99,6 +117,6 @@ def render_configs(target: Path, env: Mapping[str, str] | None = None) -> dict[s
     rendered = {}
     for relative in CONFIG_DIRS:
         destination = target / relative
-        render_tree(REPO / relative, destination, env)
+        render_tree(REPO / relative, destination, env, OWNERS.get(relative))
         rendered[relative] = destination
     return rendered

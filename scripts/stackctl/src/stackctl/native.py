@@ -16,7 +16,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -26,20 +25,26 @@ from typing import Any
 
 from pgcluster import PostgresCluster, create_cluster, find_pg_bin
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
-from stackctl.ports import free_offset, port_is_free
-from stackctl.processes import (
-    ComponentFailedError,
-    gunicorn_argv,
-    log_tail,
-    spawn,
-    wait_http_ok,
+from stackctl.compose import resolved_services, start_order
+from stackctl.native_map import (
+    CONFIG_TREES,
+    IMAGE_PROGRAMS,
+    STDERR_LOGS,
+    Launch,
+    Machine,
+    launch,
+    map_config_tree,
+    server_settings,
 )
+from stackctl.ports import free_offset, port_is_free
+from stackctl.processes import ComponentFailedError, log_tail, spawn, wait_http_ok
 
 # Backups and restores, here as in compose's `backup` service.
 BACKUP_SCRIPT = REPO / "scripts/pg-backup"
 DB_NAME = "messages"
 OWNER = "messages_owner"
 READER = "api_reader"
+SECRET_NAMES = ("superuser", "owner", "reader", "grafana")
 # The compose service:port pairs the native twin listens on.
 CORE_PORTS = (
     ("postgres", 5432), ("api-svc", 8000), ("api-svc", 9000), ("processor-svc", 8001),
@@ -54,9 +59,8 @@ def free_stack_offset() -> int:
     return free_offset(port for _, port in CORE_PORTS)
 
 
-OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
-# The environment variables observability/prometheus/render-config.sh writes into the rules.
-PROMETHEUS_SETTINGS = ("POSTGRES_TPS_THRESHOLD",)
+# Started when their binaries are installed (none of them is packaged by Debian).
+OPTIONAL = ("loki", "tempo", "alloy", "grafana")
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -99,8 +103,14 @@ class StackState:
         path = self.root / "secrets.json"
         if path.exists():
             loaded: dict[str, str] = json.loads(path.read_text())
-            return loaded
-        values = {name: secrets.token_hex(16) for name in ("superuser", "owner", "reader")}
+            if set(SECRET_NAMES) <= set(loaded):
+                return loaded
+            path.unlink()  # made by an older version: add what is missing, keep the rest
+            values = {name: loaded.get(name) or secrets.token_hex(16) for name in SECRET_NAMES}
+            path.write_text(json.dumps(values))
+            path.chmod(0o600)
+            return values
+        values = {name: secrets.token_hex(16) for name in SECRET_NAMES}
         path.write_text(json.dumps(values))
         path.chmod(0o600)
         return values
@@ -131,6 +141,7 @@ class NativeStack:
         self.report: Callable[[str], None] = print
         # name -> (argv, health url, env, stderr file): how to start a component again.
         self._specs: dict[str, tuple[list[str], str | None, dict[str, str], Path | None]] = {}
+        self._compose: dict[str, dict[str, Any]] | None = None
 
     def port(self, service: str, compose_port: int) -> int:
         """The native port of a compose ``service:port`` (see stackctl.addresses)."""
@@ -155,6 +166,8 @@ class NativeStack:
         self._check_ports_free()
         self._check_reachable()
         render_configs(self.state.config, self.env)
+        for name in CONFIG_TREES:
+            map_config_tree(name, self._services()[name], self._machine())
         try:
             self._start_all()
         except BaseException:
@@ -191,45 +204,77 @@ class NativeStack:
                     "too): STACK_DIR=/var/tmp/stack make native-up; or clone under /srv."
                 )
 
+    # --- what compose says, made native (stackctl.native_map) ------------------------------
+    def _compose_env(self) -> dict[str, str]:
+        """The environment compose interpolates with: ours, with the twin's own database
+        credentials over whatever the environment or .env say (the cluster is the twin's)."""
+        values = self.state.secrets()
+        return {
+            **self.env,
+            "POSTGRES_USER": OWNER,
+            "POSTGRES_DB": DB_NAME,
+            "POSTGRES_PASSWORD": values["owner"],
+            "API_READER_PASSWORD": values["reader"],
+            "GRAFANA_ADMIN_PASSWORD": values["grafana"],
+        }
+
+    def _services(self) -> dict[str, dict[str, Any]]:
+        if self._compose is None:
+            self._compose = resolved_services(self._compose_env())
+        return self._compose
+
+    def _machine(self) -> Machine:
+        return Machine(self.env, self.state.config, self.state.data, self.state.run)
+
+    def _absent(self) -> set[str]:
+        """The optional components this machine has no binary for."""
+        services = self._services()
+        return {
+            name
+            for name in OPTIONAL
+            if not any(shutil.which(b) for b in IMAGE_PROGRAMS[_image(services[name])])
+        }
+
+    def launch(self, name: str) -> Launch:
+        """How the twin runs compose service ``name``."""
+        return launch(name, self._services()[name], self._machine(), absent=self._absent())
+
     def _start_all(self) -> None:
-        cluster = self._start_postgres()
-        owner_url, reader_url = self._prepare_database(cluster)
-        self._run_migrate(owner_url, reader_url)
+        absent = self._absent()
+        for name in start_order(self._services()):
+            if name == "postgres":
+                self._prepare_database(self._start_postgres())
+            elif name == "migrate":
+                self._migrate()
+            elif name in absent:
+                self.report(f"  not started: {name} (not installed)")
+            else:
+                self._start(self.launch(name))
+
+    def _start(self, spec: Launch) -> None:
+        for directory in spec.dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+        for notice in spec.notices:
+            self.report(f"  {notice}")
+        if spec.name == "gateway" and os.geteuid() == 0:
+            self._open_to_nobody(spec)
+        stderr = STDERR_LOGS.get(spec.name)
         self._spawn(
-            "alert-webhook",
-            [sys.executable, str(REPO / "observability/alert-webhook/receiver.py"),
-             "--host", "127.0.0.1", "--port", str(self.port("alert-webhook", 5001))],
-            health=_url(self.port("alert-webhook", 5001), "/health"),
-        )  # fmt: skip
-        tracing_endpoint = (
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": _url(self.port("tempo", 4318))}
-            if self._has("tempo")
-            else {}
+            spec.name,
+            spec.argv,
+            health=spec.health,
+            env=spec.env,
+            stderr_path=self.state.logs / stderr if stderr else None,
         )
-        common = {"BIND_HOST": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1", **tracing_endpoint}
-        for name, app, port, root_path, extra in (
-            ("api-svc", "api_svc.main:app", self.port("api-svc", 8000), "/api",
-             {"DATABASE_URL": reader_url, "METRICS_PORT": str(self.port("api-svc", 9000))}),
-            ("processor-svc", "processor_svc.main:app", self.port("processor-svc", 8001),
-             "/processor", {"METRICS_PORT": str(self.port("processor-svc", 9001))}),
-        ):  # fmt: skip
-            metrics_dir = self.state.run / f"{name}-metrics"
-            metrics_dir.mkdir(exist_ok=True)
-            self._spawn(
-                name,
-                gunicorn_argv(app),
-                health=_url(port, "/health"),
-                env={
-                    **common, **extra, "SERVICE_NAME": name, "PORT": str(port),
-                    "ROOT_PATH": root_path, "WEB_CONCURRENCY": self.env.get("WEB_CONCURRENCY", "2"),
-                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-                },
-            )  # fmt: skip
-        self._start_gateway()
-        self._start_prometheus()
-        self._start_alertmanager()
-        self._start_exporters(cluster)
-        self._start_optional()
+
+    def _open_to_nobody(self, spec: Launch) -> None:
+        """Without a `user` directive a root nginx master runs its workers as nobody, and they
+        reopen /dev/stdout (the log) and need the prefix's temp dirs."""
+        log_path = self.state.logs / f"{spec.name}.log"
+        log_path.touch()
+        nobody = pwd.getpwnam("nobody")
+        for path in [*(d for d in spec.dirs if d.is_relative_to(self.state.run)), log_path]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
 
     def _spawn(
         self,
@@ -256,10 +301,12 @@ class NativeStack:
             try:
                 wait_http_ok(health, self.timeout, started.proc)
             except ComponentFailedError as exc:
-                raise ComponentFailedError(
-                    f"{name} did not become healthy: {exc}\n--- {log_path} (last lines) ---\n"
-                    f"{log_tail(log_path)}"
-                ) from None
+                tails = "".join(
+                    f"\n--- {path} (last lines) ---\n{log_tail(path)}"
+                    for path in (log_path, stderr_path)
+                    if path is not None
+                )
+                raise ComponentFailedError(f"{name} did not become healthy: {exc}{tails}") from None
         self.report(f"  started {name}")
 
     # --- PostgreSQL and the one-shot migrate step ------------------------------------------
@@ -271,6 +318,7 @@ class NativeStack:
             password=secrets_["superuser"],
             bin_dir=find_pg_bin(),
             run_as="postgres" if os.geteuid() == 0 else None,
+            settings=server_settings(self._services()["postgres"]),
         )
 
     def _start_postgres(self) -> PostgresCluster:
@@ -278,7 +326,9 @@ class NativeStack:
         if (cluster.data_dir / "PG_VERSION").exists():
             cluster.start()
         else:
-            cluster = create_cluster(cluster.base_dir, port=self.port("postgres", 5432))
+            cluster = create_cluster(
+                cluster.base_dir, port=self.port("postgres", 5432), settings=cluster.settings
+            )
             # create_cluster makes its own password: keep it for the next `up`.
             values = self.state.secrets()
             values["superuser"] = cluster.password
@@ -299,43 +349,41 @@ class NativeStack:
         # owner is the image's superuser, this one needs the one privilege for it.
         cluster.execute(f"ALTER ROLE {OWNER} CREATEDB")
         cluster.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", DB_NAME)
+        # compose's owner is the postgres image's superuser, and postgres-exporter connects as
+        # it; here it is not, and gets what an exporter reads (every session's statements).
+        cluster.execute(f"GRANT pg_monitor TO {OWNER}")
         return (
             cluster.url(OWNER, values["owner"], DB_NAME),
             cluster.url(READER, values["reader"], DB_NAME),
         )
 
-    def _run_migrate(self, owner_url: str, reader_url: str, action: str = "setup") -> None:
-        log_path = self.state.logs / "migrate.log"
-        with log_path.open("ab") as log:
-            result = subprocess.run(  # noqa: S603 - fixed argv
-                [sys.executable, "-m", "api_svc.db_setup", action],
-                env={
-                    **self.env,
-                    "SERVICE_NAME": "api-svc",
-                    "TRACING_ENABLED": "false",
-                    "MIGRATION_DATABASE_URL": owner_url,
-                    "DATABASE_URL": reader_url,
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=300,
-                check=False,
-            )
-        if result.returncode != 0:
+    def _migrate(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """compose's one-shot migrate service; ``args`` instead of its command's (`setup`)."""
+        spec = self.launch("migrate")
+        argv = [*spec.argv[:-1], *args] if args else spec.argv
+        result = subprocess.run(  # noqa: S603 - compose's command, made native
+            argv,
+            env={**os.environ, **spec.env},
+            cwd=self.state.root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        with (self.state.logs / "migrate.log").open("a") as log:
+            log.write(result.stdout + result.stderr)
+        if check and result.returncode != 0:
             raise ComponentFailedError(
-                f"migrate {action} failed ({result.returncode}):\n{log_tail(log_path)}"
+                f"migrate {' '.join(argv[2:])} failed ({result.returncode}):\n"
+                f"{log_tail(self.state.logs / 'migrate.log')}"
             )
-        self.report(f"  migrate {action} done")
+        if check:
+            self.report(f"  migrate {' '.join(args) or 'setup'} done")
+        return result
 
     def database(self, action: str) -> None:
         """``api-svc-db <action>`` (fix-search, unfix-search, setup) on the running stack."""
-        values = self.state.secrets()
-        cluster = self._cluster()
-        self._run_migrate(
-            cluster.url(OWNER, values["owner"], DB_NAME),
-            cluster.url(READER, values["reader"], DB_NAME),
-            action,
-        )
+        self._migrate(action)
 
     # --- backups (scripts/pg-backup, the script compose's `backup` service runs) ------------
     def backup(self, directory: Path) -> Path:
@@ -347,22 +395,8 @@ class NativeStack:
         """``file`` into the database: restored into a scratch database and its migrations
         checked first, then applied in one transaction; a bad file changes nothing."""
         self._pg_backup("stage", str(file))
-        values = self.state.secrets()
         cluster = self._cluster()
-        checked = subprocess.run(
-            [sys.executable, "-m", "api_svc.db_setup", "check", "--staged"],
-            env={
-                **self.env,
-                "SERVICE_NAME": "api-svc",
-                "TRACING_ENABLED": "false",
-                "MIGRATION_DATABASE_URL": cluster.url(OWNER, values["owner"], DB_NAME),
-                "DATABASE_URL": cluster.url(READER, values["reader"], DB_NAME),
-            },
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        checked = self._migrate("check", "--staged", check=False)
         if checked.returncode != 0:
             self._pg_backup("discard")
             reason = _last_line(checked.stderr).removeprefix("api-svc-db check: ").rstrip(".")
@@ -406,117 +440,6 @@ class NativeStack:
         if result.stderr.strip():
             self.report(result.stderr.strip())
         return result
-
-    # --- gateway, Prometheus, Alertmanager, exporters --------------------------------------
-    def _start_gateway(self) -> None:
-        prefix = self.state.run / "gateway"
-        prefix.mkdir(exist_ok=True)
-        log_path = self.state.logs / "gateway.log"
-        log_path.touch()
-        if os.geteuid() == 0:
-            # Without a `user` directive a root master runs its workers as nobody, and they
-            # reopen /dev/stdout (this file) and need the prefix's temp dirs.
-            nobody = pwd.getpwnam("nobody")
-            for path in (prefix, log_path):
-                os.chown(path, nobody.pw_uid, nobody.pw_gid)
-        conf = self.state.config / "gateway" / "nginx.conf"
-        # The access log is JSON on stdout; the error log (plain text, stderr) gets its own file.
-        self._spawn(
-            "gateway",
-            [_binary("nginx", "/usr/sbin/nginx"), "-p", f"{prefix}/", "-c", str(conf),
-             "-e", "stderr", "-g", "daemon off;"],
-            health=_url(self.port("gateway", 8081), "/health"),
-            stderr_path=self.state.logs / "gateway-error.log",
-        )  # fmt: skip
-
-    def _start_prometheus(self) -> None:
-        # As in compose: render-config.sh writes the thresholds set in the environment into a
-        # copy of prometheus.yml and rules/ (run/prometheus) and execs Prometheus on it.
-        directory = self.state.config / "observability/prometheus"
-        settings = {name: self.env[name] for name in PROMETHEUS_SETTINGS if name in self.env}
-        self._spawn(
-            "prometheus",
-            ["sh", str(directory / "render-config.sh"),
-             f"--config.file={directory / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.state.data / 'prometheus'}",
-             f"--web.listen-address=127.0.0.1:{self.port('prometheus', 9090)}",
-             "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"],
-            health=f"{self.prometheus_url}/-/ready",
-            env={
-                "PROMETHEUS_RENDER_DIR": str(self.state.run / "prometheus"),
-                "PROMETHEUS_BIN": _binary("prometheus"),
-                **settings,
-            },
-        )  # fmt: skip
-
-    def _start_alertmanager(self) -> None:
-        directory = self.state.config / "observability/alertmanager"
-        self._spawn(
-            "alertmanager",
-            ["sh", str(directory / "render-config.sh"),
-             f"--storage.path={self.state.data / 'alertmanager'}",
-             f"--web.listen-address=127.0.0.1:{self.port('alertmanager', 9093)}",
-             "--cluster.listen-address="],
-            health=_url(self.port("alertmanager", 9093), "/-/ready"),
-            env={
-                "ALERTMANAGER_CONFIG_TEMPLATE": str(directory / "alertmanager.yml"),
-                "ALERTMANAGER_RENDER_DIR": str(self.state.run / "alertmanager"),
-                "ALERTMANAGER_BIN": _binary("prometheus-alertmanager", "alertmanager"),
-            },
-        )  # fmt: skip
-
-    def _start_exporters(self, cluster: PostgresCluster) -> None:
-        self._spawn(
-            "node-exporter",
-            [_binary("prometheus-node-exporter", "node_exporter"),
-             f"--web.listen-address=127.0.0.1:{self.port('node-exporter', 9100)}"],
-            health=_url(self.port("node-exporter", 9100), "/metrics"),
-        )  # fmt: skip
-        self._spawn(
-            "postgres-exporter",
-            [_binary("prometheus-postgres-exporter", "postgres_exporter"),
-             f"--web.listen-address=127.0.0.1:{self.port('postgres-exporter', 9187)}"],
-            health=_url(self.port("postgres-exporter", 9187), "/metrics"),
-            env={
-                "DATA_SOURCE_NAME": (
-                    f"postgresql://postgres:{cluster.password}@127.0.0.1:{cluster.port}/"
-                    f"{DB_NAME}?sslmode=disable"
-                )
-            },
-        )  # fmt: skip
-        self._spawn(
-            "nginx-exporter",
-            [_binary("prometheus-nginx-exporter", "nginx-prometheus-exporter"),
-             f"--nginx.scrape-uri={_url(self.port('gateway', 8081), '/stub_status')}",
-             f"--web.listen-address=127.0.0.1:{self.port('nginx-exporter', 9113)}"],
-            health=_url(self.port("nginx-exporter", 9113), "/metrics"),
-        )  # fmt: skip
-
-    def _has(self, component: str) -> bool:
-        return shutil.which(OPTIONAL_BINARIES[component]) is not None
-
-    def _start_optional(self) -> None:
-        config = self.state.config / "observability"
-        commands = {
-            "loki": ([f"-config.file={config / 'loki/loki-config.yml'}"], _url(3100, "/ready")),
-            "tempo": ([f"-config.file={config / 'tempo/tempo.yml'}"], _url(3200, "/ready")),
-            "alloy": (
-                ["run", str(config / "alloy/config.alloy"),
-                 "--server.http.listen-addr=127.0.0.1:12345",
-                 f"--storage.path={self.state.data / 'alloy'}"],
-                _url(12345, "/-/ready"),
-            ),
-            "grafana": (
-                ["server", f"--homepath={self.env.get('GRAFANA_HOME', '/usr/share/grafana')}"],
-                _url(3000, "/api/health"),
-            ),
-        }  # fmt: skip
-        for name, (args, health) in commands.items():
-            binary = shutil.which(OPTIONAL_BINARIES[name])
-            if binary is None:
-                self.report(f"  not started: {name} (no `{OPTIONAL_BINARIES[name]}` on PATH)")
-                continue
-            self._spawn(name, [binary, *args], health=health)
 
     # --- down ----------------------------------------------------------------------------
     def down(self) -> None:
@@ -644,13 +567,8 @@ def client_bin(cluster: PostgresCluster) -> Path:
     )
 
 
-def _binary(*names: str) -> str:
-    for name in names:
-        if found := shutil.which(name):
-            return found
-        if os.path.isabs(name) and os.access(name, os.X_OK):
-            return name
-    raise ComponentFailedError(f"not installed: {' or '.join(names)} (run scripts/install-deps)")
+def _image(spec: dict[str, Any]) -> str:
+    return str(spec["image"]).rsplit(":", 1)[0]
 
 
 def _postmaster_pid(cluster: PostgresCluster) -> int:

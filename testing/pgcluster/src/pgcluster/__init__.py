@@ -52,6 +52,9 @@ def _run_as() -> str | None:
     return SUPERUSER if os.geteuid() == 0 else None
 
 
+SETTINGS = ("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all")
+
+
 @dataclass
 class PostgresCluster:
     """One cluster on 127.0.0.1:<port>, its data, socket and log under ``base_dir``."""
@@ -61,6 +64,8 @@ class PostgresCluster:
     password: str
     bin_dir: Path
     run_as: str | None
+    # Server settings (`postgres -c`): the ones docker-compose.yml gives the postgres image.
+    settings: tuple[str, ...] = SETTINGS
 
     @property
     def data_dir(self) -> Path:
@@ -104,8 +109,7 @@ class PostgresCluster:
                 f"-c unix_socket_directories={self.base_dir}",
                 # Throwaway data: durability is not worth the fsyncs.
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                "-c shared_preload_libraries=pg_stat_statements",
-                "-c pg_stat_statements.track=all",
+                *(f"-c {setting}" for setting in self.settings),
             )
         )
         self._run(
@@ -160,7 +164,9 @@ class PostgresCluster:
             os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def create_cluster(base_dir: Path, port: int | None = None) -> PostgresCluster:
+def create_cluster(
+    base_dir: Path, port: int | None = None, settings: tuple[str, ...] = SETTINGS
+) -> PostgresCluster:
     """Initialise and start a new cluster in ``base_dir`` (created, owned by the server user)."""
     base_dir.mkdir(parents=True, exist_ok=True)
     cluster = PostgresCluster(
@@ -169,6 +175,7 @@ def create_cluster(base_dir: Path, port: int | None = None) -> PostgresCluster:
         password=secrets.token_urlsafe(16),
         bin_dir=find_pg_bin(),
         run_as=_run_as(),
+        settings=settings,
     )
     cluster._chown(base_dir)
     base_dir.chmod(0o700)

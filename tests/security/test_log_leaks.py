@@ -13,9 +13,9 @@ import pytest
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
-from instrumentation.app import create_service_app
-from instrumentation.logs import stdlib_logging_config
-from instrumentation.settings import ObservabilitySettings
+from servicekit.app import create_service_app
+from servicekit.logs import stdlib_logging_config
+from servicekit.settings import ObservabilitySettings
 from testkit import json_lines
 
 router = APIRouter()

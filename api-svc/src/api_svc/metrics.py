@@ -1,6 +1,6 @@
 """api-svc's own metrics."""
 
-from instrumentation.metrics import Metrics
+from servicekit.metrics import Metrics
 
 
 class MessageMetrics:

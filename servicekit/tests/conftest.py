@@ -5,8 +5,8 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from instrumentation.app import create_service_app
-from instrumentation.settings import ObservabilitySettings
+from servicekit.app import create_service_app
+from servicekit.settings import ObservabilitySettings
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from api_svc.config import Settings as ApiSettings
 from processor_svc.config import Settings as ProcessorSettings
-from servicekit.settings import GunicornSettings
+from service_kit.settings import GunicornSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

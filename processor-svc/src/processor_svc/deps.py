@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from processor_svc.config import Settings
 from processor_svc.metrics import ProcessorMetrics
-from servicekit.errors import AppError, ErrorCode
+from service_kit.errors import AppError, ErrorCode
 
 
 async def _settings(request: Request) -> Settings:

@@ -5,7 +5,7 @@ from fastapi import APIRouter
 
 from processor_svc.deps import MetricsDep, RequireJson, SettingsDep
 from processor_svc.schemas import ProcessRequest, ProcessResult
-from servicekit.errors import UNDECODABLE_BODY_RESPONSE, error_doc
+from service_kit.errors import UNDECODABLE_BODY_RESPONSE, error_doc
 
 router = APIRouter(tags=["process"])
 

@@ -11,7 +11,7 @@ To compare implementations and not configurations, the peer gets the same tracin
 ours (no spans for /health, /ready, /metrics; no per-message receive/send spans) and FastAPI's
 own telemetry is off in both. With the libraries' defaults it would be slower still.
 
-    gunicorn 'stackctl.bench_peer:create_api_app()' -c python:servicekit.gunicorn_conf
+    gunicorn 'stackctl.bench_peer:create_api_app()' -c python:service_kit.gunicorn_conf
 """
 
 import uuid
@@ -40,11 +40,11 @@ from api_svc.routes import messages, ready
 from processor_svc.config import Settings as ProcessorSettings
 from processor_svc.metrics import ProcessorMetrics
 from processor_svc.routes import process
-from servicekit import health
-from servicekit.app import NATIVE_TELEMETRY_OFF, Lifespan
-from servicekit.errors import install_error_handlers
-from servicekit.metrics import Metrics
-from servicekit.settings import ObservabilitySettings
+from service_kit import health
+from service_kit.app import NATIVE_TELEMETRY_OFF, Lifespan
+from service_kit.errors import install_error_handlers
+from service_kit.metrics import Metrics
+from service_kit.settings import ObservabilitySettings
 
 
 def _add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -1,4 +1,4 @@
-"""servicekit: what both services are built from, their app and its signals.
+"""service_kit: what both services are built from, their app and its signals.
 
 - The app: ``app`` (``create_service_app``: the service's routes, ``/health``, ``/metrics``,
   Swagger UI, the error envelope, root path, the middleware), ``docs`` (Swagger UI without a
@@ -10,6 +10,6 @@
 One package, not two: the middleware emits the error envelope and the app factory wires the
 signals, so the two halves always change together.
 
-Kept import-free on purpose: gunicorn's master imports ``servicekit.gunicorn_conf`` and
+Kept import-free on purpose: gunicorn's master imports ``service_kit.gunicorn_conf`` and
 must not import prometheus_client before ``PROMETHEUS_MULTIPROC_DIR`` is set.
 """

@@ -5,8 +5,8 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from servicekit.app import create_service_app
-from servicekit.settings import ObservabilitySettings
+from service_kit.app import create_service_app
+from service_kit.settings import ObservabilitySettings
 
 router = APIRouter()
 

@@ -32,7 +32,7 @@ WORKDIR /src
 #    pyproject.toml to resolve the workspace with --frozen; member sources are not needed
 #    yet, so this layer is reused until the lock or a pyproject changes.
 COPY pyproject.toml uv.lock ./
-COPY observability/instrumentation/pyproject.toml observability/instrumentation/
+COPY service-kit/pyproject.toml service-kit/
 COPY api-svc/pyproject.toml api-svc/
 COPY processor-svc/pyproject.toml processor-svc/
 COPY scripts/stackctl/pyproject.toml scripts/stackctl/
@@ -42,9 +42,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     if [ -z "${SERVICE}" ]; then echo "build-arg SERVICE (api-svc|processor-svc) is required" >&2; exit 1; fi \
     && uv sync --frozen --no-dev --no-install-workspace --package "${SERVICE}"
 
-# 2) Sources: the shared instrumentation package and the one service being built,
+# 2) Sources: the shared service-kit package and the one service being built,
 #    installed as regular (non-editable) wheels so /src is not needed at run time.
-COPY observability/instrumentation/src observability/instrumentation/src
+COPY service-kit/src service-kit/src
 COPY ${SERVICE}/src ${SERVICE}/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "${SERVICE}"
@@ -75,15 +75,15 @@ FROM runtime AS api-svc
 ENV SERVICE_NAME=api-svc \
     PORT=8000 \
     METRICS_PORT=9000
-RUN ["python", "-c", "import api_svc, instrumentation"]
+RUN ["python", "-c", "import api_svc, service_kit"]
 # 8000: the API (through the gateway); 9000: /metrics, served by the gunicorn master.
 EXPOSE 8000 9000
-CMD ["gunicorn", "api_svc.main:app", "-c", "python:instrumentation.gunicorn_conf"]
+CMD ["gunicorn", "api_svc.main:app", "-c", "python:service_kit.gunicorn_conf"]
 
 FROM runtime AS processor-svc
 ENV SERVICE_NAME=processor-svc \
     PORT=8001 \
     METRICS_PORT=9001
-RUN ["python", "-c", "import processor_svc, instrumentation"]
+RUN ["python", "-c", "import processor_svc, service_kit"]
 EXPOSE 8001 9001
-CMD ["gunicorn", "processor_svc.main:app", "-c", "python:instrumentation.gunicorn_conf"]
+CMD ["gunicorn", "processor_svc.main:app", "-c", "python:service_kit.gunicorn_conf"]

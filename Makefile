@@ -120,7 +120,7 @@ lint: venv ## ruff and mypy (strict), as CI and pre-commit run them
 	$(UV_RUN) ruff format --check .
 	$(UV_RUN) mypy
 	@# Each test tree on its own: they share module names such as conftest.
-	@for d in observability/instrumentation/tests api-svc/tests processor-svc/tests tests; do \
+	@for d in service-kit/tests api-svc/tests processor-svc/tests tests; do \
 		echo "mypy $$d"; $(UV_RUN) mypy $$d || exit 1; done
 
 fmt: venv ## Format and autofix

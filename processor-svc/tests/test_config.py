@@ -1,7 +1,7 @@
 import pytest
 
-from instrumentation.settings import InvalidSettingsError
 from processor_svc.config import get_settings
+from service_kit.settings import InvalidSettingsError
 
 
 def test_an_invalid_value_fails_with_the_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """Dependencies point one way: product -> test kit, never product -> tooling.
 
-The services (api-svc, processor-svc), the shared `instrumentation` package and the test
+The services (api-svc, processor-svc), the shared `service-kit` package and the test
 infrastructure under testing/ (testkit, pgcluster) import nothing from the tooling
 (`stackctl`), tests included, and do not declare it. The tooling, in turn, does not need
 pytest to run. docs/testing.md explains the layout.
@@ -17,11 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything that must work without the tooling installed.
-INDEPENDENT = ("api-svc", "processor-svc", "observability/instrumentation", "testing")
+INDEPENDENT = ("api-svc", "processor-svc", "service-kit", "testing")
 MEMBERS = {
     "api-svc": "api-svc",
     "processor-svc": "processor-svc",
-    "instrumentation": "observability/instrumentation",
+    "service-kit": "service-kit",
 }
 TOOLING = "scripts/stackctl"
 NAME = re.compile(r"^[A-Za-z0-9._-]+")

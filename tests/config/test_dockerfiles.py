@@ -20,7 +20,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SERVICES = {"api-svc": ("api_svc", 8000, 9000), "processor-svc": ("processor_svc", 8001, 9001)}
 WORKSPACE_PYPROJECTS = (
     "pyproject.toml",
-    "observability/instrumentation/pyproject.toml",
+    "service-kit/pyproject.toml",
     "api-svc/pyproject.toml",
     "processor-svc/pyproject.toml",
     "scripts/stackctl/pyproject.toml",
@@ -185,12 +185,10 @@ def test_each_target(service: str) -> None:
     assert f"METRICS_PORT={metrics_port}" in env
     assert ("EXPOSE", f"{port} {metrics_port}") in target
     cmds = [rest for keyword, rest in target if keyword == "CMD"]
-    assert cmds == [
-        f'["gunicorn", "{package}.main:app", "-c", "python:instrumentation.gunicorn_conf"]'
-    ]
+    assert cmds == [f'["gunicorn", "{package}.main:app", "-c", "python:service_kit.gunicorn_conf"]']
     # The build imports the package, so a SERVICE build-arg that does not match the target
     # fails at build time instead of at start.
-    assert ("RUN", f'["python", "-c", "import {package}, instrumentation"]') in target
+    assert ("RUN", f'["python", "-c", "import {package}, service_kit"]') in target
 
 
 def test_dockerignore_keeps_secrets_and_noise_out() -> None:

@@ -253,7 +253,7 @@ def test_each_member_s_tests_run_on_their_own(ci_jobs: dict[str, dict[str, Any]]
     include = job["strategy"]["matrix"]["include"]
     members = {entry["member"]: entry["tests"] for entry in include}
     assert members == {
-        "instrumentation": "observability/instrumentation/tests",
+        "service-kit": "service-kit/tests",
         "api-svc": "api-svc/tests",
         "processor-svc": "processor-svc/tests",
     }

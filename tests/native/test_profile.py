@@ -7,7 +7,7 @@ SITE = "/venv/lib/python3.11/site-packages"
 STDLIB = "/usr/lib/python3.11"
 SPAN = f"start_span ({SITE}/opentelemetry/sdk/trace/__init__.py:1100)"
 LOCK = f"__enter__ ({STDLIB}/threading.py:100)"
-MIDDLEWARE = "__call__ (/repo/observability/instrumentation/src/instrumentation/middleware.py:80)"
+MIDDLEWARE = "__call__ (/repo/service-kit/src/service_kit/middleware.py:80)"
 QUERY = f"execute ({SITE}/sqlalchemy/engine/base.py:10)"
 COLLAPSED = [
     f"{MIDDLEWARE};{SPAN};{LOCK} 3",
@@ -36,7 +36,7 @@ def test_standard_library_time_is_charged_to_the_package_that_called_it() -> Non
     assert profile.by_package() == {
         "opentelemetry": 4,  # 3 of them in threading, called by start_span
         "sqlalchemy": 4,
-        "instrumentation": 2,
+        "service_kit": 2,
         "python (no package)": 2,
     }
 
@@ -63,7 +63,7 @@ def test_collapsed_stacks_are_kept_without_the_machines_paths() -> None:
     assert f"{SITE}" not in shortened
     assert "start_span (opentelemetry/sdk/trace/__init__.py:1100)" in shortened
     assert "__enter__ (python3.11/threading.py:100)" in shortened
-    assert "__call__ (instrumentation/middleware.py:80)" in shortened
+    assert "__call__ (service-kit/middleware.py:80)" in shortened
     # Still what py-spy wrote, so the same report comes out of it.
     assert (
         parse_collapsed(shortened.splitlines()).by_package()

@@ -23,7 +23,7 @@ SECRET_NAMES = re.compile(r"(PASSWORD|SECRET|TOKEN|_PASS$|WEBHOOK_URL|PRIVATE_KE
 # Files that must never reach a build context, wherever they are.
 SECRET_FILES = [
     ".env", ".env.local", ".env.production", "api-svc/.env", "api-svc/src/.env",
-    "processor-svc/src/processor_svc/.env", "observability/instrumentation/src/.env.prod",
+    "processor-svc/src/processor_svc/.env", "service-kit/src/.env.prod",
     ".stack/secrets.json", "id_rsa", "api-svc/src/server.key", "api-svc/src/cert.pem",
     ".git/config", ".venv/pyvenv.cfg", ".pytest_cache/v/cache/nodeids",
 ]  # fmt: skip
@@ -106,8 +106,8 @@ def test_the_rules_are_read_like_docker_reads_them() -> None:
 def test_the_build_context_holds_only_the_lock_pyprojects_and_sources() -> None:
     allowed = re.compile(
         r"(pyproject\.toml|uv\.lock"
-        r"|(api-svc|processor-svc|observability/instrumentation|scripts/stackctl)/pyproject\.toml"
-        r"|(api-svc|processor-svc|observability/instrumentation)/src/.+)"
+        r"|(api-svc|processor-svc|service-kit|scripts/stackctl|testing/\w+)/pyproject\.toml"
+        r"|(api-svc|processor-svc|service-kit)/src/.+)"
     )
     files = build_context()
     assert "uv.lock" in files

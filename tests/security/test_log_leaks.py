@@ -13,9 +13,9 @@ import pytest
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
-from instrumentation.app import create_service_app
-from instrumentation.logs import stdlib_logging_config
-from instrumentation.settings import ObservabilitySettings
+from service_kit.app import create_service_app
+from service_kit.logs import stdlib_logging_config
+from service_kit.settings import ObservabilitySettings
 from testkit import json_lines
 
 router = APIRouter()

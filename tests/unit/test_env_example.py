@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from api_svc.config import Settings as ApiSettings
-from instrumentation.settings import GunicornSettings
 from processor_svc.config import Settings as ProcessorSettings
+from service_kit.settings import GunicornSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

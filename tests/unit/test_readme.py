@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 MAX_LINES = 300
-# Where the README's short paths start: the instrumentation package (`instrumentation/app.py`),
+# Where the README's short paths start: the service_kit package (`service-kit/app.py`),
 # the gateway (`conf.d/30-gateway.conf`), the end-to-end tests (`test_schemathesis.py`).
-PATH_BASES = ("", "observability/instrumentation/src/", "gateway/", "tests/e2e/")
+PATH_BASES = ("", "service-kit/src/", "gateway/", "tests/e2e/")
 # A relative path: with a slash (`scripts/pg-backup`, `gateway/`), or a file name with an extension.
 _PATH = re.compile(
     r"^[\w.-]+(?:/[\w.-]+)+/?$|^[\w.-]+/$|^[\w-]+\.(?:py|conf|yml|yaml|json|alloy|toml|lock|txt|md)$"
@@ -52,7 +52,7 @@ def test_every_image_the_readme_shows_is_a_committed_png() -> None:
 def test_every_path_the_readme_names_exists() -> None:
     # The life of one request names the file of every step: a rename must update it.
     paths = {span for span in re.findall(r"`([^`\s]+)`", README) if _PATH.match(span)}
-    assert "observability/instrumentation/src/instrumentation/middleware.py" in paths
+    assert "service-kit/src/service_kit/middleware.py" in paths
     assert "api-svc/src/api_svc/sql_spans.py" in paths
     missing = sorted(p for p in paths if not any((ROOT / base / p).exists() for base in PATH_BASES))
     assert not missing, f"README.md names paths that do not exist: {missing}"

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, create_engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from api_svc.config import Settings, get_settings
-from instrumentation.logs import configure_logging, get_logger
+from service_kit.logs import configure_logging, get_logger
 
 _log = get_logger("db_setup")
 _MIGRATIONS = Path(__file__).parent / "migrations"

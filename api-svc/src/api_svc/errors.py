@@ -5,8 +5,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import Response
 
-from instrumentation.errors import ErrorCode, error_response
-from instrumentation.logs import get_logger
+from service_kit.errors import ErrorCode, error_response
+from service_kit.logs import get_logger
 
 _log = get_logger("db")
 

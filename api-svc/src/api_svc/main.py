@@ -1,4 +1,4 @@
-"""api-svc: ``gunicorn api_svc.main:app -c python:instrumentation.gunicorn_conf``."""
+"""api-svc: ``gunicorn api_svc.main:app -c python:service_kit.gunicorn_conf``."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,8 +12,8 @@ from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
 from api_svc.sql_spans import trace_statements
-from instrumentation.app import create_service_app
-from instrumentation.metrics import Metrics
+from service_kit.app import create_service_app
+from service_kit.metrics import Metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

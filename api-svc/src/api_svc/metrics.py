@@ -1,6 +1,6 @@
 """api-svc's own metrics."""
 
-from instrumentation.metrics import Metrics
+from service_kit.metrics import Metrics
 
 
 class MessageMetrics:

@@ -4,7 +4,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from instrumentation.settings import ObservabilitySettings, from_environment
+from service_kit.settings import ObservabilitySettings, from_environment
 
 
 class Settings(ObservabilitySettings):

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from instrumentation.errors import AppError, ErrorCode
 from processor_svc.config import Settings
 from processor_svc.metrics import ProcessorMetrics
+from service_kit.errors import AppError, ErrorCode
 
 
 async def _settings(request: Request) -> Settings:

@@ -1,12 +1,12 @@
-"""processor-svc: ``gunicorn processor_svc.main:app -c python:instrumentation.gunicorn_conf``."""
+"""processor-svc: ``gunicorn processor_svc.main:app -c python:service_kit.gunicorn_conf``."""
 
 from fastapi import FastAPI
 
-from instrumentation.app import create_service_app
-from instrumentation.metrics import Metrics
 from processor_svc.config import Settings, get_settings
 from processor_svc.metrics import ProcessorMetrics
 from processor_svc.routes import process
+from service_kit.app import create_service_app
+from service_kit.metrics import Metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

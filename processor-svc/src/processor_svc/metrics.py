@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter
 
-from instrumentation.metrics import Metrics
+from service_kit.metrics import Metrics
 
 
 class ProcessorMetrics:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from api_svc.deps import MetricsDep, SessionDep
 from api_svc.models import Message
 from api_svc.schemas import MessageOut, SearchResults
-from instrumentation.errors import AppError, ErrorCode, error_doc
+from service_kit.errors import AppError, ErrorCode, error_doc
 
 router = APIRouter(prefix="/message", tags=["messages"])
 

@@ -5,7 +5,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api_svc.deps import SessionDep
-from instrumentation.errors import error_doc
+from service_kit.errors import error_doc
 
 router = APIRouter(tags=["health"])
 

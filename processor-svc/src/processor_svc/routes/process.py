@@ -3,9 +3,9 @@ from time import perf_counter
 
 from fastapi import APIRouter
 
-from instrumentation.errors import UNDECODABLE_BODY_RESPONSE, error_doc
 from processor_svc.deps import MetricsDep, RequireJson, SettingsDep
 from processor_svc.schemas import ProcessRequest, ProcessResult
+from service_kit.errors import UNDECODABLE_BODY_RESPONSE, error_doc
 
 router = APIRouter(tags=["process"])
 

@@ -11,7 +11,7 @@ To compare implementations and not configurations, the peer gets the same tracin
 ours (no spans for /health, /ready, /metrics; no per-message receive/send spans) and FastAPI's
 own telemetry is off in both. With the libraries' defaults it would be slower still.
 
-    gunicorn 'stackctl.bench_peer:create_api_app()' -c python:instrumentation.gunicorn_conf
+    gunicorn 'stackctl.bench_peer:create_api_app()' -c python:service_kit.gunicorn_conf
 """
 
 import uuid
@@ -37,14 +37,14 @@ from api_svc.db import Database
 from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
-from instrumentation import health
-from instrumentation.app import NATIVE_TELEMETRY_OFF, Lifespan
-from instrumentation.errors import install_error_handlers
-from instrumentation.metrics import Metrics
-from instrumentation.settings import ObservabilitySettings
 from processor_svc.config import Settings as ProcessorSettings
 from processor_svc.metrics import ProcessorMetrics
 from processor_svc.routes import process
+from service_kit import health
+from service_kit.app import NATIVE_TELEMETRY_OFF, Lifespan
+from service_kit.errors import install_error_handlers
+from service_kit.metrics import Metrics
+from service_kit.settings import ObservabilitySettings
 
 
 def _add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

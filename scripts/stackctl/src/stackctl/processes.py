@@ -113,7 +113,7 @@ def spawn(
 
 def gunicorn_argv(app: str) -> list[str]:
     """How both services run, here as in their images."""
-    return [sys.executable, "-m", "gunicorn", app, "-c", "python:instrumentation.gunicorn_conf"]
+    return [sys.executable, "-m", "gunicorn", app, "-c", "python:service_kit.gunicorn_conf"]
 
 
 def start_service(
@@ -127,7 +127,7 @@ def start_service(
     timeout: float = 30,
     cwd: Path | None = None,
 ) -> ServiceProcess:
-    """``gunicorn <app> -c python:instrumentation.gunicorn_conf`` on 127.0.0.1:<port>."""
+    """``gunicorn <app> -c python:service_kit.gunicorn_conf`` on 127.0.0.1:<port>."""
     service_env = {
         "SERVICE_NAME": name,
         "PORT": str(port),

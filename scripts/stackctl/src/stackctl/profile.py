@@ -79,7 +79,7 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
 _BOILERPLATE = re.compile(
     r"gunicorn/|uvicorn_worker/|<frozen runpy>|asyncio/runners\.py|uvicorn/_compat"
 )
-_OURS = ("api_svc", "processor_svc", "instrumentation", "stackctl")
+_OURS = ("api_svc", "processor_svc", "service_kit", "stackctl")
 
 
 def package_of(file: str) -> str | None:

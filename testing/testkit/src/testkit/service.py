@@ -86,9 +86,9 @@ def start_service(
     timeout: float = 30,
     cwd: Path | None = None,
 ) -> ServiceProcess:
-    """``gunicorn <app> -c python:instrumentation.gunicorn_conf`` on 127.0.0.1:<port>, in a
+    """``gunicorn <app> -c python:service_kit.gunicorn_conf`` on 127.0.0.1:<port>, in a
     session of its own; returns once /health answers 200."""
-    argv = [sys.executable, "-m", "gunicorn", app, "-c", "python:instrumentation.gunicorn_conf"]
+    argv = [sys.executable, "-m", "gunicorn", app, "-c", "python:service_kit.gunicorn_conf"]
     service_env = {
         "SERVICE_NAME": name,
         "PORT": str(port),

@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from instrumentation.request_id import request_id_from
+from service_kit.request_id import request_id_from
 
 
 def test_a_sane_client_request_id_is_kept(client: TestClient) -> None:

@@ -26,7 +26,7 @@ from prometheus_client import (
 
 # Stdlib logging: the master server runs in the gunicorn master, whose logging is gunicorn's
 # logconfig_dict (JSON lines too), not the workers' structlog.
-_log = logging.getLogger("instrumentation.metrics")
+_log = logging.getLogger("service_kit.metrics")
 
 # ``*_created`` series are not exported in multiprocess mode; drop them in single-process mode
 # too, so both modes expose the same series.

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from instrumentation.settings import (
+from service_kit.settings import (
     GunicornSettings,
     InvalidSettingsError,
     ObservabilitySettings,
@@ -25,11 +25,11 @@ VARIABLES = (
     "LOG_LEVEL",
     "METRICS_ENABLED",
 )
-CONF = "python:instrumentation.gunicorn_conf"
+CONF = "python:service_kit.gunicorn_conf"
 # What the config module hands gunicorn, printed as JSON by a fresh interpreter.
 PRINT_CONF = """
 import json
-import instrumentation.gunicorn_conf as c
+import service_kit.gunicorn_conf as c
 print(json.dumps({
     "bind": c.bind, "workers": c.workers, "graceful_timeout": c.graceful_timeout,
     "loglevel": c.loglevel, "root_level": c.logconfig_dict["root"]["level"],
@@ -143,7 +143,7 @@ def test_gunicorn_stops_at_start_on_an_invalid_value() -> None:
             "gunicorn",
             "unused:app",
             "-c",
-            "python:instrumentation.gunicorn_conf",
+            "python:service_kit.gunicorn_conf",
         ],
         env=_environment(GRACEFUL_TIMEOUT="soon", METRICS_PORT="9x"),
         capture_output=True,

@@ -12,11 +12,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from instrumentation.errors import JSON_CONTENT_TYPE, ErrorCode, error_body
-from instrumentation.logs import get_logger
-from instrumentation.metrics import UNMATCHED_ROUTE, Metrics, method_label
-from instrumentation.request_id import HEADER, request_id_from, request_id_var
-from instrumentation.tracing import end_server_span, start_server_span
+from service_kit.errors import JSON_CONTENT_TYPE, ErrorCode, error_body
+from service_kit.logs import get_logger
+from service_kit.metrics import UNMATCHED_ROUTE, Metrics, method_label
+from service_kit.request_id import HEADER, request_id_from, request_id_var
+from service_kit.tracing import end_server_span, start_server_span
 
 _JSON = JSON_CONTENT_TYPE.encode("ascii")
 
@@ -49,7 +49,7 @@ class ObservabilityMiddleware:
         # (its service name, in a process that builds several apps, like the test suites).
         self.access_log = get_logger("access") if access_log else None
         self.error_log = get_logger("app")
-        # One SERVER span per request (instrumentation.tracing), None when tracing is off.
+        # One SERVER span per request (service_kit.tracing), None when tracing is off.
         self.tracer = tracer
         # Comma-separated regexes searched in the path (probes and scrapes are noise in traces).
         patterns = [pattern.strip() for pattern in untraced_paths.split(",") if pattern.strip()]

@@ -4,8 +4,8 @@ from collections.abc import Callable
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from instrumentation.app import create_service_app
-from instrumentation.settings import ObservabilitySettings
+from service_kit.app import create_service_app
+from service_kit.settings import ObservabilitySettings
 
 
 def test_behind_a_prefix_the_docs_and_routes_work_both_ways(

@@ -1,6 +1,6 @@
 """OpenTelemetry traces: a server span per request, W3C ``traceparent`` in, OTLP/HTTP out.
 
-The middleware (``instrumentation.middleware``) makes the server spans with the tracer below,
+The middleware (``service_kit.middleware``) makes the server spans with the tracer below,
 taken when the app is built; the TracerProvider (with its exporter thread) is made in each
 worker's lifespan, after gunicorn forked, never in the master.
 """
@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from starlette.types import Scope
 
-from instrumentation.metrics import UNMATCHED_ROUTE
-from instrumentation.settings import ObservabilitySettings
+from service_kit.metrics import UNMATCHED_ROUTE
+from service_kit.settings import ObservabilitySettings
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -44,7 +44,7 @@ _HEADERS = _HeaderGetter()
 
 def server_tracer(settings: ObservabilitySettings) -> trace.Tracer:
     """The tracer of the server spans; a proxy until the lifespan installs the provider."""
-    return trace.get_tracer("instrumentation", settings.service_version)
+    return trace.get_tracer("service_kit", settings.service_version)
 
 
 class ServerSpan(NamedTuple):

@@ -10,18 +10,18 @@ from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from starlette.responses import Response
 
-from instrumentation import health
-from instrumentation.docs import install_swagger_ui
-from instrumentation.errors import (
+from service_kit import health
+from service_kit.docs import install_swagger_ui
+from service_kit.errors import (
     INTERNAL_ERROR_RESPONSE,
     VALIDATION_ERROR_RESPONSE,
     install_error_handlers,
 )
-from instrumentation.logs import configure_logging, get_logger
-from instrumentation.metrics import METRICS_CONTENT_TYPE, Metrics
-from instrumentation.middleware import ObservabilityMiddleware
-from instrumentation.settings import ObservabilitySettings
-from instrumentation.tracing import server_tracer, start_tracing
+from service_kit.logs import configure_logging, get_logger
+from service_kit.metrics import METRICS_CONTENT_TYPE, Metrics
+from service_kit.middleware import ObservabilityMiddleware
+from service_kit.settings import ObservabilitySettings
+from service_kit.tracing import server_tracer, start_tracing
 
 NATIVE_TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
@@ -78,7 +78,7 @@ def create_service_app(
         title=title,
         description=description,
         version=settings.service_version,
-        # FastAPI's Swagger page needs a CDN and an inline script; ours (instrumentation.docs)
+        # FastAPI's Swagger page needs a CDN and an inline script; ours (service_kit.docs)
         # neither. No OAuth2 redirect page: neither service has an OAuth2 security scheme.
         docs_url=None,
         redoc_url=None,

@@ -36,7 +36,7 @@ class ObservabilitySettings(BaseSettings):
     # Spans are exported over OTLP/HTTP only when this is set (the standard OTel variable).
     otel_exporter_otlp_endpoint: str | None = None
 
-    # How gunicorn serves the app (instrumentation.gunicorn_conf). The app itself ignores them;
+    # How gunicorn serves the app (service_kit.gunicorn_conf). The app itself ignores them;
     # they are here so that the master and the workers read one definition. Every interface
     # by default: a container's only one.
     bind_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104

@@ -1,4 +1,4 @@
-// Starts Swagger UI on the docs page (instrumentation/docs.py). A file rather than FastAPI's
+// Starts Swagger UI on the docs page (service-kit/docs.py). A file rather than FastAPI's
 // inline <script>, so the gateway's CSP for the page can be script-src 'self'; the page tells
 // it where the OpenAPI document is (under the gateway's prefix) in a data attribute.
 "use strict";

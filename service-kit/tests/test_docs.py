@@ -1,4 +1,4 @@
-"""The services' own Swagger UI page (instrumentation.docs): no CDN, no inline script.
+"""The services' own Swagger UI page (service_kit.docs): no CDN, no inline script.
 
 The same page in a real browser through the gateway: tests/e2e/test_swagger_ui.py.
 """

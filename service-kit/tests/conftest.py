@@ -5,8 +5,8 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from instrumentation.app import create_service_app
-from instrumentation.settings import ObservabilitySettings
+from service_kit.app import create_service_app
+from service_kit.settings import ObservabilitySettings
 
 router = APIRouter()
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from instrumentation.request_id import current_request_id
+from service_kit.request_id import current_request_id
 
 
 class ErrorCode(StrEnum):

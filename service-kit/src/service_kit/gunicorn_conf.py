@@ -1,9 +1,9 @@
 """gunicorn settings shared by both services.
 
-    gunicorn <module>:app -c python:instrumentation.gunicorn_conf
+    gunicorn <module>:app -c python:service_kit.gunicorn_conf
 
 Everything a deployment changes comes from the environment, read and validated once, by the
-same settings fields the app uses (instrumentation.settings.GunicornSettings): PORT,
+same settings fields the app uses (service_kit.settings.GunicornSettings): PORT,
 WEB_CONCURRENCY, BIND_HOST, GRACEFUL_TIMEOUT, SERVICE_NAME, LOG_LEVEL, and METRICS_PORT: when
 set (and METRICS_ENABLED is not false), the master serves all workers' metrics on that port.
 An invalid value stops gunicorn before it binds, with one line per variable ("Error: invalid
@@ -16,17 +16,17 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from instrumentation.logs import stdlib_logging_config
-from instrumentation.settings import GunicornSettings, from_environment
+from service_kit.logs import stdlib_logging_config
+from service_kit.settings import GunicornSettings, from_environment
 
 if TYPE_CHECKING:  # imported for real only once the multiprocess directory is set
-    from instrumentation.metrics import MasterMetricsServer
+    from service_kit.metrics import MasterMetricsServer
 
 _settings = from_environment(GunicornSettings)
 
 bind = [f"{_settings.bind_host}:{_settings.port}"]
 workers = _settings.web_concurrency
-worker_class = "instrumentation.worker.ServiceWorker"
+worker_class = "service_kit.worker.ServiceWorker"
 # SIGTERM: stop accepting, let in-flight requests (e.g. a 0.5 s /process) finish, then exit.
 graceful_timeout = _settings.graceful_timeout
 timeout = 60
@@ -66,7 +66,7 @@ def when_ready(_server: Any) -> None:
     if _settings.metrics_port is None or not _settings.metrics_enabled:
         return
     # Imported here: prometheus_client must not be imported before the directory is set.
-    from instrumentation.metrics import MasterMetricsServer  # noqa: PLC0415
+    from service_kit.metrics import MasterMetricsServer  # noqa: PLC0415
 
     _metrics_server.append(MasterMetricsServer(_settings.bind_host, _settings.metrics_port))
 

@@ -15,7 +15,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from instrumentation.request_id import request_id_var
+from service_kit.request_id import request_id_var
 
 # Tracebacks as dicts, without each frame's local variables: locals hold request data,
 # settings and database URLs, none of which belongs in a log line.

@@ -680,3 +680,29 @@ def test_the_nginx_exporter_reads_the_status_listener(kps: list[dict[str, Any]])
     exporter = next(c for c in _pod_spec(gateway)["containers"] if c["name"] == "nginx-exporter")
     assert exporter["args"] == ["--nginx.scrape-uri=http://127.0.0.1:8081/stub_status"]
     assert "listen 8081;" in _gateway_files(kps)["conf.d/40-status.conf"]
+
+
+def test_helm_values_name_the_dashboard_s_data_sources() -> None:
+    values = yaml.safe_load(
+        (ROOT / "deploy/kubernetes/helm-values/kube-prometheus-stack.yaml").read_text()
+    )
+    grafana = values["grafana"]
+    assert grafana["sidecar"]["dashboards"]["label"] == "grafana_dashboard"
+    assert grafana["sidecar"]["dashboards"]["labelValue"] == "1"
+    uids = {grafana["sidecar"]["datasources"]["uid"]}
+    uids |= {source["uid"] for source in grafana["additionalDataSources"]}
+    used = set(_datasource_uids(json.loads(DASHBOARD.read_text()))) - {"-- Grafana --"}
+    assert used == {"prometheus", "loki", "tempo"}
+    assert used <= uids, used - uids
+
+
+def _datasource_uids(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        source = node.get("datasource")
+        if isinstance(source, dict) and "uid" in source:
+            yield source["uid"]
+        for value in node.values():
+            yield from _datasource_uids(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _datasource_uids(value)

@@ -11,10 +11,10 @@ UV_RUN := uv run --frozen
 # scripts/install-deps links the pinned uv there.
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: screenshots bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search backup restore native-backup native-restore deps venv test soak fresh-machine lint fmt
+.PHONY: k8s-render screenshots bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search backup restore native-backup native-restore deps venv test soak fresh-machine lint fmt
 
 help: ## List the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
 
 ## --- The stack (Docker) ---
 up: .env ## Build and start the whole stack; returns when every service is healthy
@@ -94,6 +94,13 @@ bench: deps ## Measure what observability costs on the native twin (~8 min; writ
 
 profile: deps ## Where the services' CPU goes under the bench's load (py-spy, ~2.5 min; writes bench/profiles/)
 	$(UV_RUN) python -m stackctl.profile
+
+## --- Kubernetes (deploy/kubernetes, docs/kubernetes.md) ---
+# K8S_OUT=- prints one target (K8S_TARGET, default kube-prometheus-stack) on stdout instead.
+K8S_OUT ?= build/kubernetes
+K8S_TARGET ?= kube-prometheus-stack
+k8s-render: venv ## Render deploy/kubernetes (base, local, kube-prometheus-stack) into build/kubernetes/
+	@$(UV_RUN) python -m stackctl.kubernetes $(if $(filter -,$(K8S_OUT)),--stdout $(K8S_TARGET),--out $(K8S_OUT))
 
 ## --- Development ---
 deps: ## Install what the tests need (Debian packages, uv) and the locked Python environment

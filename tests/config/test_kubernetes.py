@@ -37,7 +37,7 @@ from cloudcoil.models.prometheus_operator import v1 as operator_v1
 from fastapi.testclient import TestClient
 
 from stackctl import kubernetes
-from stackctl.testing import tool
+from testkit.helpers import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

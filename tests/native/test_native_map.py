@@ -130,7 +130,7 @@ def test_components_start_after_what_they_depend_on(services: dict[str, Any]) ->
 
 
 # --------------------------------------------------------------------------- listen ports
-_LISTEN_FLAG = re.compile(r"^-{1,2}[\w.-]*listen[\w.-]*=(?P<value>.*)$")
+_LISTEN_FLAG = re.compile(r"^-{1,2}[\w.-]*(?:listen|bind-port)[\w.-]*=(?P<value>.*)$")
 
 
 def _listens(name: str, spec: Launch) -> list[str]:

@@ -151,7 +151,13 @@ ADDED: dict[str, Added] = {
     "postgres-exporter": Added(args=_listen_on("postgres-exporter", 9187)),
     "nginx-exporter": Added(args=_listen_on("nginx-exporter", 9113)),
     "loki": Added(args=_server_flags("loki", 3100, 9095)),
-    "tempo": Added(args=_server_flags("tempo", 3200, 9095)),
+    "tempo": Added(
+        # Its memberlist (tempo.yml: loopback) on a port of its own too.
+        args=lambda m: [
+            *_server_flags("tempo", 3200, 9095)(m),
+            f"-memberlist.bind-port={native_port('tempo', 7946, m.env)}",
+        ]
+    ),
     "alloy": Added(),
     "grafana": Added(
         # The image's entrypoint passes these; its ENV names its own paths.

@@ -63,7 +63,7 @@ def test_collapsed_stacks_are_kept_without_the_machines_paths() -> None:
     assert f"{SITE}" not in shortened
     assert "start_span (opentelemetry/sdk/trace/__init__.py:1100)" in shortened
     assert "__enter__ (python3.11/threading.py:100)" in shortened
-    assert "__call__ (service-kit/middleware.py:80)" in shortened
+    assert "__call__ (service_kit/middleware.py:80)" in shortened
     # Still what py-spy wrote, so the same report comes out of it.
     assert (
         parse_collapsed(shortened.splitlines()).by_package()

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 MAX_LINES = 300
-# Where the README's short paths start: the service_kit package (`service-kit/app.py`),
+# Where the README's short paths start: the service_kit package (`service_kit/app.py`),
 # the gateway (`conf.d/30-gateway.conf`), the end-to-end tests (`test_schemathesis.py`).
 PATH_BASES = ("", "service-kit/src/", "gateway/", "tests/e2e/")
 # A relative path: with a slash (`scripts/pg-backup`, `gateway/`), or a file name with an extension.

@@ -71,25 +71,6 @@ def _compose_copy(directory: Path, old: str, new: str) -> Path:
     return copy
 
 
-def test_the_twin_runs_the_environment_compose_gives(
-    env: dict[str, str], state_dir: Path, tmp_path: Path
-) -> None:
-    compose = _compose_copy(
-        tmp_path, "WEB_CONCURRENCY: ${API_WEB_CONCURRENCY:-2}", 'WEB_CONCURRENCY: "3"'
-    )
-    up = _stackctl(env, state_dir, "up", COMPOSE_FILE=str(compose))
-    assert up.returncode == 0, up.stderr + up.stdout
-    stack = NativeStack(state_dir, {**env, "COMPOSE_FILE": str(compose)})
-    try:
-        api_master = stack.pid("api-svc")
-        children = Path(f"/proc/{api_master}/task/{api_master}/children").read_text().split()
-        assert len(children) == 3, children
-        processor = stack.pid("processor-svc")
-        assert len(Path(f"/proc/{processor}/task/{processor}/children").read_text().split()) == 2
-    finally:
-        stack.down()
-
-
 def test_a_broken_flag_in_composes_command_fails_up_naming_the_component(
     env: dict[str, str], state_dir: Path, tmp_path: Path
 ) -> None:
@@ -163,7 +144,18 @@ def squatters(ports: list[int]) -> Iterator[None]:
         yield
 
 
-def test_down_stops_what_up_started_and_nothing_else(env: dict[str, str], state_dir: Path) -> None:
+def _workers(pid: int) -> int:
+    return len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+def test_down_stops_what_up_started_and_nothing_else(
+    env: dict[str, str], state_dir: Path, tmp_path: Path
+) -> None:
+    # Run from a compose copy whose api-svc says 3 workers: the twin runs what compose says.
+    compose = _compose_copy(
+        tmp_path, "WEB_CONCURRENCY: ${API_WEB_CONCURRENCY:-2}", 'WEB_CONCURRENCY: "3"'
+    )
+    env = {**env, "COMPOSE_FILE": str(compose)}
     with squatters([5432, 8080, 9090]):
         up = _stackctl(env, state_dir, "up")
     assert up.returncode == 0, up.stderr + up.stdout
@@ -172,6 +164,8 @@ def test_down_stops_what_up_started_and_nothing_else(env: dict[str, str], state_
     stack = NativeStack(state_dir, env)
     pids = [int(entry["pid"]) for entry in stack.state.recorded()]
     assert len(pids) == 10  # postgres, webhook, 2 services, gateway, prometheus, am, 3 exporters
+    assert _workers(stack.pid("api-svc")) == 3
+    assert _workers(stack.pid("processor-svc")) == 2
     bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
         down = _stackctl(env, state_dir, "down")

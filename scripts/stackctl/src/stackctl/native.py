@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stackctl import procfs
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.ports import free_offset, port_is_free
 from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
@@ -57,15 +58,6 @@ def free_stack_offset() -> int:
 OPTIONAL_BINARIES = {"grafana": "grafana", "loki": "loki", "tempo": "tempo", "alloy": "alloy"}
 # The environment variables observability/prometheus/render-config.sh writes into the rules.
 PROMETHEUS_SETTINGS = ("POSTGRES_TPS_THRESHOLD",)
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 @dataclass
@@ -112,7 +104,7 @@ class StackState:
         return entries
 
     def record(self, name: str, pid: int) -> None:
-        entries = [*self.recorded(), {"name": name, "pid": pid, "ticks": _start_ticks(pid)}]
+        entries = [*self.recorded(), {"name": name, "pid": pid, "ticks": procfs.start_ticks(pid)}]
         self.pids_file.write_text(json.dumps(entries, indent=1))
 
     def forget(self) -> None:
@@ -523,7 +515,7 @@ class NativeStack:
         """Stop every recorded process (newest first) and nothing else."""
         for entry in reversed(self.state.recorded()):
             name, pid = entry["name"], int(entry["pid"])
-            if _start_ticks(pid) != entry["ticks"]:
+            if procfs.start_ticks(pid) != entry["ticks"]:
                 continue  # gone already, or the pid now belongs to someone else
             start = time.monotonic()
             if name == "postgres":
@@ -536,14 +528,14 @@ class NativeStack:
     def pid(self, name: str) -> int:
         """The running pid of a component this stack started."""
         for entry in reversed(self.state.recorded()):
-            if entry["name"] == name and _start_ticks(int(entry["pid"])) == entry["ticks"]:
+            if entry["name"] == name and procfs.start_ticks(int(entry["pid"])) == entry["ticks"]:
                 return int(entry["pid"])
         raise ComponentFailedError(f"{name} is not running")
 
     def wait_stopped(self, name: str, timeout: float = 60) -> None:
         pid = self.pid(name)
         deadline = time.monotonic() + timeout
-        while _running(pid):
+        while procfs.running(pid):
             if time.monotonic() > deadline:
                 raise ComponentFailedError(f"{name} still runs after {timeout:.0f} s")
             _reap(pid)
@@ -666,19 +658,10 @@ def _stop_group(pid: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not _running(pid):
+        if not procfs.running(pid):
             return
         time.sleep(0.05)
     os.killpg(pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting for whoever adopted it to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _reap(pid: int) -> None:

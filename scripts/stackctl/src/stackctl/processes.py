@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from stackctl import procfs
+
 
 class ComponentFailedError(RuntimeError):
     """A component did not become healthy; the message carries its log tail."""
@@ -57,8 +59,7 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace").splitlines()
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return procfs.children(self.proc.pid)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (gunicorn's graceful shutdown), SIGKILL if it overruns ``timeout``."""

@@ -28,13 +28,7 @@ from stackctl import procfs
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.ports import free_offset, port_is_free
 from stackctl.postgres import PostgresCluster, create_cluster, find_pg_bin
-from stackctl.processes import (
-    ComponentFailedError,
-    gunicorn_argv,
-    log_tail,
-    spawn,
-    wait_http_ok,
-)
+from stackctl.processes import ComponentFailedError, gunicorn_argv, log_tail, spawn
 
 # Backups and restores, here as in compose's `backup` service.
 BACKUP_SCRIPT = REPO / "scripts/pg-backup"
@@ -232,26 +226,19 @@ class NativeStack:
         env: dict[str, str] | None = None,
         stderr_path: Path | None = None,
     ) -> None:
-        log_path = self.state.logs / f"{name}.log"
         self._specs.setdefault(name, (argv, health, env or {}, stderr_path))  # as `up` did
-        started = spawn(
+        spawn(
             name,
             argv,
-            log_path=log_path,
+            log_path=self.state.logs / f"{name}.log",
             env=env or {},
-            health_url=None,
+            health_url=health,
+            timeout=self.timeout,
             cwd=self.state.root,
             stderr_path=stderr_path,
+            # Recorded before the wait: `down` stops it even if we are interrupted meanwhile.
+            on_start=lambda started: self.state.record(name, started.proc.pid),
         )
-        self.state.record(name, started.proc.pid)
-        if health is not None:
-            try:
-                wait_http_ok(health, self.timeout, started.proc)
-            except ComponentFailedError as exc:
-                raise ComponentFailedError(
-                    f"{name} did not become healthy: {exc}\n--- {log_path} (last lines) ---\n"
-                    f"{log_tail(log_path)}"
-                ) from None
         self.report(f"  started {name}")
 
     # --- PostgreSQL and the one-shot migrate step ------------------------------------------

@@ -135,3 +135,9 @@ def test_rss_kb_is_the_resident_memory(start: Start) -> None:
     assert big_kb is not None
     assert big_kb - idle_kb > 60 * 1024
     assert procfs.rss_kb(_gone_pid()) is None
+
+
+def test_the_machine_has_a_size() -> None:
+    assert procfs.memory_total_kb() > 100 * 1024
+    model = procfs.cpu_model()
+    assert model is None or model.strip() == model != ""

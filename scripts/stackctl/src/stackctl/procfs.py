@@ -2,8 +2,9 @@
 
 ``start_ticks`` tells a pid from a recycled one (the twin records it with every pid it
 starts), ``children`` finds a gunicorn master's workers, ``cpu_ticks``/``cpu_seconds`` and
-``rss_kb`` are the benchmark's and the profiler's accounting. A process that is gone reads as
-None (or 0 CPU); ``children`` of a gone process raises, as there is nothing to list.
+``rss_kb`` are the benchmark's and the profiler's accounting; ``cpu_model`` and
+``memory_total_kb`` describe the machine in its results. A process that is gone reads as None
+(or 0 CPU); ``children`` of a gone process raises, as there is nothing to list.
 """
 
 import os
@@ -78,3 +79,17 @@ def rss_kb(pid: int) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return None
+
+
+def cpu_model() -> str | None:
+    """The first ``model name`` of /proc/cpuinfo (None where it has none, e.g. some ARM)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def memory_total_kb() -> int:
+    """MemTotal of /proc/meminfo."""
+    fields = Path("/proc/meminfo").read_text().split()
+    return int(fields[fields.index("MemTotal:") + 1])

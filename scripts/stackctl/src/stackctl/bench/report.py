@@ -16,6 +16,7 @@ from math import ceil
 from pathlib import Path
 from typing import Any
 
+from stackctl import procfs
 from stackctl.bench.accounting import Memory
 from stackctl.bench.load import Load, Scrapes
 from stackctl.bench.settings import (
@@ -219,20 +220,10 @@ def first_line(argv: list[str]) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    meminfo = Path("/proc/meminfo").read_text().split()
     return {
-        "cpu_model": model,
+        "cpu_model": procfs.cpu_model() or platform.processor() or "unknown",
         "cores": os.cpu_count(),
-        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
+        "memory_gib": round(procfs.memory_total_kb() / 2**20, 1),
         "kernel": platform.release(),
         "os": _os_name(),
         "python": platform.python_version(),

@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from api_svc.config import Settings as ApiSettings
+from stackctl import procfs
 from stackctl.native import NativeStack
 from stackctl.processes import (
     ComponentFailedError,
@@ -95,10 +96,6 @@ async def _timed(
     return Outcome(path, started, seconds, response.status_code, code)
 
 
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _requests_total(stack: NativeStack, service: str, port: int) -> float:
     exposition = httpx.get(f"http://127.0.0.1:{stack.port(service, port)}/metrics", timeout=5).text
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
@@ -138,7 +135,7 @@ def test_postgres_killed_under_load_answers_503_fast_and_recovers_within_5_s(
         task = asyncio.create_task(load.run(concurrency=16))
         await asyncio.sleep(3)
         postmaster = stack.pid("postgres")
-        backends = _children(postmaster)
+        backends = procfs.children(postmaster)
         marks["kill"] = time.monotonic()
         # Like `docker kill`: every process of the cluster at once, no shutdown.
         for pid in (postmaster, *backends):
@@ -181,7 +178,7 @@ def test_a_killed_worker_is_replaced_and_counters_never_go_backwards(
 ) -> None:
     test_start = time.time()
     master = stack.pid("api-svc")
-    workers = _children(master)
+    workers = procfs.children(master)
     assert len(workers) >= 2, workers
     plan: list[tuple[str, str, dict[str, Any]]] = [
         *[("GET", f"/message/{n}", {}) for n in range(1, 11)],
@@ -220,7 +217,7 @@ def test_a_killed_worker_is_replaced_and_counters_never_go_backwards(
 
     # The master replaced the worker.
     def all_workers() -> list[int] | None:
-        children = _children(master)
+        children = procfs.children(master)
         return children if len(children) == len(workers) else None
 
     replaced = wait_for(all_workers, 10, 0.2)
@@ -364,10 +361,9 @@ def test_rolling_restart_of_processor_svc_under_load_fails_no_request(
 
 # --------------------------------------------------------------------------- soak
 def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    kib = procfs.rss_kb(pid)
+    assert kib is not None, f"no VmRSS for {pid}"
+    return kib
 
 
 @dataclass
@@ -381,7 +377,7 @@ def _sample(stack: NativeStack, at: float) -> Sample:
     rss = {}
     files = {}
     for service in ("api-svc", "processor-svc"):
-        for pid in _children(stack.pid(service)):
+        for pid in procfs.children(stack.pid(service)):
             rss[pid] = _rss_kib(pid)
         entries = list(Path(stack.spec_env(service)["PROMETHEUS_MULTIPROC_DIR"]).iterdir())
         files[service] = (len(entries), sum(entry.stat().st_size for entry in entries))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from stackctl import procfs
 from stackctl.addresses import COMPOSE_FILE
-from stackctl.native import NativeStack, _running, free_stack_offset
+from stackctl.native import NativeStack, free_stack_offset
 from stackctl.ports import port_is_free
 
 
@@ -170,7 +171,7 @@ def test_down_stops_what_up_started_and_nothing_else(
     try:
         down = _stackctl(env, state_dir, "down")
         assert down.returncode == 0, down.stderr
-        assert not [pid for pid in pids if _running(pid)]
+        assert not [pid for pid in pids if procfs.running(pid)]
         assert bystander.poll() is None, "down must not touch processes it did not start"
     finally:
         bystander.kill()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pgcluster import PostgresCluster, create_cluster, find_pg_bin
+from stackctl import procfs
 from stackctl.addresses import PORT_OFFSET, REPO, native_port, render_configs
 from stackctl.compose import resolved_services, start_order
 from stackctl.native_map import (
@@ -37,7 +38,7 @@ from stackctl.native_map import (
     server_settings,
 )
 from stackctl.ports import free_offset, port_is_free
-from stackctl.processes import ComponentFailedError, log_tail, spawn, wait_http_ok
+from stackctl.processes import ComponentFailedError, log_tail, spawn
 
 # Backups and restores, here as in compose's `backup` service.
 BACKUP_SCRIPT = REPO / "scripts/pg-backup"
@@ -61,15 +62,6 @@ def free_stack_offset() -> int:
 
 # Started when their binaries are installed (none of them is packaged by Debian).
 OPTIONAL = ("loki", "tempo", "alloy", "grafana")
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 @dataclass
@@ -122,7 +114,7 @@ class StackState:
         return entries
 
     def record(self, name: str, pid: int) -> None:
-        entries = [*self.recorded(), {"name": name, "pid": pid, "ticks": _start_ticks(pid)}]
+        entries = [*self.recorded(), {"name": name, "pid": pid, "ticks": procfs.start_ticks(pid)}]
         self.pids_file.write_text(json.dumps(entries, indent=1))
 
     def forget(self) -> None:
@@ -235,9 +227,11 @@ class NativeStack:
             if not any(shutil.which(b) for b in IMAGE_PROGRAMS[_image(services[name])])
         }
 
-    def launch(self, name: str) -> Launch:
-        """How the twin runs compose service ``name``."""
-        return launch(name, self._services()[name], self._machine(), absent=self._absent())
+    def launch(self, name: str, machine: Machine | None = None) -> Launch:
+        """How the twin runs compose service ``name`` (elsewhere: ``machine``'s ports and
+        directories, as the benchmark's side variants do)."""
+        spec = self._services()[name]
+        return launch(name, spec, machine or self._machine(), absent=self._absent())
 
     def _start_all(self) -> None:
         absent = self._absent()
@@ -285,28 +279,19 @@ class NativeStack:
         env: dict[str, str] | None = None,
         stderr_path: Path | None = None,
     ) -> None:
-        log_path = self.state.logs / f"{name}.log"
         self._specs.setdefault(name, (argv, health, env or {}, stderr_path))  # as `up` did
-        started = spawn(
+        spawn(
             name,
             argv,
-            log_path=log_path,
+            log_path=self.state.logs / f"{name}.log",
             env=env or {},
-            health_url=None,
+            health_url=health,
+            timeout=self.timeout,
             cwd=self.state.root,
             stderr_path=stderr_path,
+            # Recorded before the wait: `down` stops it even if we are interrupted meanwhile.
+            on_start=lambda started: self.state.record(name, started.proc.pid),
         )
-        self.state.record(name, started.proc.pid)
-        if health is not None:
-            try:
-                wait_http_ok(health, self.timeout, started.proc)
-            except ComponentFailedError as exc:
-                tails = "".join(
-                    f"\n--- {path} (last lines) ---\n{log_tail(path)}"
-                    for path in (log_path, stderr_path)
-                    if path is not None
-                )
-                raise ComponentFailedError(f"{name} did not become healthy: {exc}{tails}") from None
         self.report(f"  started {name}")
 
     # --- PostgreSQL and the one-shot migrate step ------------------------------------------
@@ -446,7 +431,7 @@ class NativeStack:
         """Stop every recorded process (newest first) and nothing else."""
         for entry in reversed(self.state.recorded()):
             name, pid = entry["name"], int(entry["pid"])
-            if _start_ticks(pid) != entry["ticks"]:
+            if procfs.start_ticks(pid) != entry["ticks"]:
                 continue  # gone already, or the pid now belongs to someone else
             start = time.monotonic()
             if name == "postgres":
@@ -459,14 +444,14 @@ class NativeStack:
     def pid(self, name: str) -> int:
         """The running pid of a component this stack started."""
         for entry in reversed(self.state.recorded()):
-            if entry["name"] == name and _start_ticks(int(entry["pid"])) == entry["ticks"]:
+            if entry["name"] == name and procfs.start_ticks(int(entry["pid"])) == entry["ticks"]:
                 return int(entry["pid"])
         raise ComponentFailedError(f"{name} is not running")
 
     def wait_stopped(self, name: str, timeout: float = 60) -> None:
         pid = self.pid(name)
         deadline = time.monotonic() + timeout
-        while _running(pid):
+        while procfs.running(pid):
             if time.monotonic() > deadline:
                 raise ComponentFailedError(f"{name} still runs after {timeout:.0f} s")
             _reap(pid)
@@ -490,6 +475,10 @@ class NativeStack:
     def stop(self, name: str) -> None:
         """SIGTERM a component (graceful) and wait until it is gone."""
         _stop_group(self.pid(name))  # waits, and reaps it when it is our child
+
+    def spec_argv(self, name: str) -> list[str]:
+        """The command line ``up`` started a component with."""
+        return list(self._specs[name][0])
 
     def spec_env(self, name: str) -> dict[str, str]:
         """The environment ``up`` started a component with."""
@@ -584,19 +573,10 @@ def _stop_group(pid: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not _running(pid):
+        if not procfs.running(pid):
             return
         time.sleep(0.05)
     os.killpg(pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting for whoever adopted it to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _reap(pid: int) -> None:

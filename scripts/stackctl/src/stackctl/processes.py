@@ -1,4 +1,6 @@
-"""Start a service under real gunicorn (the way it runs in production) and stop it again."""
+"""Starting and stopping processes: ``spawn`` is the one launcher the native twin, the
+benchmark, the profiler and the tests use; ``start_service`` is spawn with the command line and
+environment of a service under real gunicorn (the way it runs in production)."""
 
 import os
 import signal
@@ -8,9 +10,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from stackctl import procfs
 
 
 class ComponentFailedError(RuntimeError):
@@ -57,8 +63,7 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace").splitlines()
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        return procfs.children(self.proc.pid)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (gunicorn's graceful shutdown), SIGKILL if it overruns ``timeout``."""
@@ -83,9 +88,13 @@ def spawn(
     timeout: float = 30,
     cwd: Path | None = None,
     stderr_path: Path | None = None,
+    on_start: Callable[[ServiceProcess], None] | None = None,
 ) -> ServiceProcess:
-    """Start ``argv`` in a session of its own (so it outlives us and can be stopped as a group)
-    and wait until ``health_url`` answers 200. stderr joins stdout unless ``stderr_path``."""
+    """Start ``argv`` (``env`` over ours) in a session of its own, so that it outlives us and
+    can be stopped as a group, and wait until ``health_url`` answers 200. stdout goes to
+    ``log_path``, stderr too unless ``stderr_path``. ``on_start`` sees the process before the
+    wait (to record its pid). If it does not become healthy within ``timeout`` it is stopped
+    (its whole group), and ComponentFailedError says why, with the log's last lines."""
     log = log_path.open("ab")
     stderr: IO[bytes] | int = stderr_path.open("ab") if stderr_path else subprocess.STDOUT
     proc = subprocess.Popen(  # noqa: S603 - argv built by the caller from fixed parts
@@ -101,13 +110,24 @@ def spawn(
         stderr.close()  # the child has its own copy
     port = int(urllib.parse.urlsplit(health_url).port or 0) if health_url else 0
     service = ServiceProcess(name=name, port=port, log_path=log_path, proc=proc, _log=log)
+    if on_start is not None:
+        on_start(service)
     if health_url is None:
         return service
     try:
         wait_http_ok(health_url, timeout, proc)
     except ComponentFailedError as exc:
+        # Before its shutdown adds lines; stderr too when it has a file of its own (nginx says
+        # there why it stopped).
+        tails = "".join(
+            f"\n--- {path} (last lines) ---\n{log_tail(path)}"
+            for path in (log_path, stderr_path)
+            if path is not None
+        )
         service.stop()
-        raise ComponentFailedError(f"{name}: {exc}\n{log_tail(log_path)}") from None
+        with suppress(ProcessLookupError):  # whatever else of its group outlived it
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise ComponentFailedError(f"{name} did not become healthy: {exc}{tails}") from None
     return service
 
 
@@ -127,7 +147,8 @@ def start_service(
     timeout: float = 30,
     cwd: Path | None = None,
 ) -> ServiceProcess:
-    """``gunicorn <app> -c python:service_kit.gunicorn_conf`` on 127.0.0.1:<port>."""
+    """``gunicorn <app> -c python:service_kit.gunicorn_conf`` on 127.0.0.1:<port>
+    (spawn with the service's command line and environment), healthy."""
     service_env = {
         "SERVICE_NAME": name,
         "PORT": str(port),

@@ -23,32 +23,23 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackctl import procfs
 from stackctl.addresses import REPO
-from stackctl.bench import (
-    CONNECTIONS,
-    PROCESS_CONNECTIONS,
+from stackctl.bench.deployments import (
     Deployment,
     SideDeployments,
-    check_tools,
     full_deployment,
-    hey_argv,
-    otlp_sink,
-    parse_wrk,
-    processes_cpu_seconds,
-    say,
-    scrape_count,
-    sink_endpoint,
-    workers,
-    write_scripts,
-    wrk_argv,
+    throwaway_state,
 )
+from stackctl.bench.load import hey_argv, parse_wrk, scrape_count, write_scripts, wrk_argv
+from stackctl.bench.settings import CONNECTIONS, PROCESS_CONNECTIONS, check_tools, say
+from stackctl.bench.sink import otlp_sink, sink_endpoint
 from stackctl.native import running_stack
 from stackctl.processes import ComponentFailedError
 
@@ -62,7 +53,7 @@ class Run:
     name: str
     variant: str
     service: str
-    script: str  # stackctl.bench's wrk script
+    script: str  # stackctl.bench.load's wrk script
     path: str
     via_gateway: bool = False
     connections: int = CONNECTIONS
@@ -249,7 +240,7 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
     master = deployment.masters[service]
     # (output name, pids, what is counted): the workers per request; the full variant's
     # master, which answers the scrapes, per scrape.
-    groups = [(name, workers(master), "request")]
+    groups = [(name, procfs.children(master), "request")]
     if deployment.variant == "full":
         groups.append((f"{name}-metrics-master", [master], "scrape"))
     try:
@@ -260,7 +251,7 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        before = {label: processes_cpu_seconds(pids) for label, pids, _ in groups}
+        before = {label: procfs.cpu_seconds(pids) for label, pids, _ in groups}
         spies = [
             (pid, py_spy(pid, sampled, work / f"{label}-{pid}.raw"))
             for label, pids, _ in groups
@@ -270,7 +261,7 @@ def profile_run(run: Run, deployment: Deployment, scripts: dict[str, Path], work
             _, err = spy.communicate(timeout=sampled + 30)
             if spy.returncode != 0:
                 raise ComponentFailedError(f"py-spy on {pid} failed: {err.decode()[-500:]}")
-        cpu = {label: processes_cpu_seconds(pids) - before[label] for label, pids, _ in groups}
+        cpu = {label: procfs.cpu_seconds(pids) - before[label] for label, pids, _ in groups}
         out, _ = wrk.communicate(timeout=seconds + 30)
     finally:
         for child in (wrk, scraper):
@@ -296,16 +287,14 @@ def main() -> None:
         check_tools()
     except ComponentFailedError as exc:
         raise SystemExit(f"profile: {exc}") from None
-    state = Path(tempfile.mkdtemp(prefix="profile-stack-"))
-    state.chmod(0o711)
     OUT.mkdir(parents=True, exist_ok=True)
     only = [name for name in os.environ.get("PROFILE_RUNS", "").split(",") if name]
     runs = [run for run in RUNS if not only or run.name in only]
     for run in runs:
         for old in OUT.glob(f"{run.name}*"):
             old.unlink()
-    scripts = write_scripts(state / "wrk")
-    try:
+    with throwaway_state("profile-stack-") as state:
+        scripts = write_scripts(state / "wrk")
         with otlp_sink() as sink, running_stack(state) as stack:
             side = SideDeployments(stack, state / "bench", sink_endpoint(sink))
             try:
@@ -318,8 +307,6 @@ def main() -> None:
                     profile_run(run, deployments[run.variant], scripts, state)
             finally:
                 side.stop()
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
     say(f"Wrote {OUT}/*.txt and *.collapsed")
 
 

@@ -19,9 +19,11 @@ The twin takes each service's command line, environment and mounts from compose 
 - ``STDERR_LOGS``: components whose stderr is logged apart from stdout;
 - ``HEALTH``: where the twin waits for a component, when compose's healthcheck has no URL.
 
-The twin's own database credentials replace ``.env``'s (stackctl.native), and the OS's
-PostgreSQL cluster replaces the postgres image, with compose's ``-c`` settings
-(``server_settings``).
+Outside this module, in stackctl.native, and only these: the twin's own database credentials
+replace ``.env``'s; the OS's PostgreSQL cluster replaces the postgres image, with compose's
+``-c`` settings (``server_settings``), and its owner role gets ``pg_monitor`` (compose's owner
+is the image's superuser); as root, the gateway's temp and log files are given to nobody,
+whom a root nginx runs its workers as.
 """
 
 import re

@@ -61,7 +61,9 @@ def mixed_load(stack: NativeStack) -> list[int]:
             plan.append(("POST", "/process", {"json": {"data": f"load {n}"}}))
             plan.append(("GET", f"/message/{10_000_000 + n}", {}))  # 404s
             plan.append(("GET", "/message/abc", {}))  # 422s
-    statuses = asyncio.run(drive(base, plan, concurrency=16, stop=until(time.monotonic() + 60)))
+    # Bounded by count; the time cap only stops a stack that no longer answers (a starved
+    # machine needs minutes for what an idle one does in seconds).
+    statuses = asyncio.run(drive(base, plan, concurrency=16, stop=until(time.monotonic() + 180)))
     # Two scrapes (5 s apart) after the load, so rate() over the last minute sees it.
     time.sleep(12)
     return statuses

@@ -37,7 +37,6 @@ from stackctl.native import NativeStack
 from stackctl.processes import (
     ComponentFailedError,
     ServiceProcess,
-    gunicorn_argv,
     log_tail,
     spawn,
 )
@@ -274,7 +273,7 @@ def _started_workers(log: Path) -> int:
 @pytest.fixture
 def reuse_port_processor(stack: NativeStack) -> Iterator[list[str]]:
     """processor-svc started with gunicorn's --reuse-port; the stack's own command after."""
-    argv = [*gunicorn_argv("processor_svc.main:app"), "--reuse-port"]
+    argv = [*stack.spec_argv("processor-svc"), "--reuse-port"]
     stack.stop("processor-svc")
     stack.respawn("processor-svc", argv=argv)
     try:

@@ -1,11 +1,10 @@
 """Starting and stopping processes: ``spawn`` is the one launcher the native twin, the
-benchmark, the profiler and the tests use; ``start_service`` is spawn with the command line and
-environment of a service under real gunicorn (the way it runs in production)."""
+benchmark, the profiler and the tooling's tests use. How a service is started is compose's
+(and its Dockerfile's) to say: stackctl.native_map makes that native."""
 
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -129,39 +128,3 @@ def spawn(
             os.killpg(proc.pid, signal.SIGKILL)
         raise ComponentFailedError(f"{name} did not become healthy: {exc}{tails}") from None
     return service
-
-
-def gunicorn_argv(app: str) -> list[str]:
-    """How both services run, here as in their images."""
-    return [sys.executable, "-m", "gunicorn", app, "-c", "python:service_kit.gunicorn_conf"]
-
-
-def start_service(
-    app: str,
-    *,
-    name: str,
-    port: int,
-    log_path: Path,
-    env: dict[str, str],
-    workers: int = 2,
-    timeout: float = 30,
-    cwd: Path | None = None,
-) -> ServiceProcess:
-    """``gunicorn <app> -c python:service_kit.gunicorn_conf`` on 127.0.0.1:<port>
-    (spawn with the service's command line and environment), healthy."""
-    service_env = {
-        "SERVICE_NAME": name,
-        "PORT": str(port),
-        "BIND_HOST": "127.0.0.1",
-        "WEB_CONCURRENCY": str(workers),
-        **env,
-    }
-    return spawn(
-        name,
-        gunicorn_argv(app),
-        log_path=log_path,
-        env=service_env,
-        health_url=f"http://127.0.0.1:{port}/health",
-        timeout=timeout,
-        cwd=cwd,
-    )

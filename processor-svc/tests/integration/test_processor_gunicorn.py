@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 
 from testkit import (
     ServiceProcess,
@@ -20,6 +21,7 @@ from testkit import (
     pipelined_gets,
     series_count,
     start_service,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -177,8 +179,28 @@ def _listening_inode(port: int) -> str:
 
 
 def _holds_socket(pid: int, inode: str) -> bool:
-    fds = Path(f"/proc/{pid}/fd")
-    return any(fd.readlink() == Path(f"socket:[{inode}]") for fd in fds.iterdir())
+    target = f"socket:[{inode}]"
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == target:
+                return True
+        except FileNotFoundError:  # closed while we looked: a connection that just ended
+            continue
+    return False
+
+
+def _processed_by(metrics_dir: Path, pid: int) -> float:
+    """POST /process requests one worker has counted, from its own multiprocess file (its
+    counter file exists from start-up: the app creates its counters then)."""
+    path = metrics_dir / f"counter_{pid}.db"
+    if not path.exists():
+        return 0
+    total = 0.0
+    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
+        _metric, sample, labels, _help = json.loads(key)
+        if sample == "app_http_requests_total" and labels.get("route") == "/process":
+            total += value
+    return total
 
 
 def test_the_master_serves_every_workers_metrics_while_the_workers_are_stuck(
@@ -202,15 +224,18 @@ def test_the_master_serves_every_workers_metrics_while_the_workers_are_stuck(
         workers=2,
     )
     workers = service.worker_pids()
-    every_workers_file = {f"counter_{pid}.db" for pid in workers}
+    master_scrape = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         # Until each worker has served some (the kernel may hand one worker every connection
         # of a batch, on a busy machine often).
         sent, deadline = 0, time.monotonic() + 30
-        while not every_workers_file <= {p.name for p in metrics_dir.iterdir()}:
+        while not all(_processed_by(metrics_dir, pid) for pid in workers):
             assert time.monotonic() < deadline, "one worker served every request"
             assert asyncio.run(_post_many(service.url(), 50)) == [200] * 50
             sent += 50
+        # A client has its response before the middleware's `finally` counts the request done.
+        in_flight = "app_http_requests_in_flight"
+        wait_for(lambda: metric_value(httpx.get(master_scrape).text, in_flight) == 0, 10, 0.05)
         # Only the master holds the metrics port; the workers closed their inherited copy.
         inode = _listening_inode(metrics_port)
         assert _holds_socket(service.proc.pid, inode)
@@ -219,7 +244,7 @@ def test_the_master_serves_every_workers_metrics_while_the_workers_are_stuck(
             os.kill(pid, signal.SIGSTOP)
         try:
             start = time.monotonic()
-            response = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            response = httpx.get(master_scrape, timeout=10)
             seconds = time.monotonic() - start
             with pytest.raises(httpx.ReadTimeout):  # the workers' own /metrics cannot answer
                 httpx.get(service.url("/metrics"), timeout=1)
@@ -241,7 +266,7 @@ def test_the_master_serves_every_workers_metrics_while_the_workers_are_stuck(
         service.stop()
     # The master closed it on exit.
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+        httpx.get(master_scrape, timeout=2)
 
 
 def test_metrics_enabled_false_also_switches_the_master_server_off(tmp_path: Path) -> None:

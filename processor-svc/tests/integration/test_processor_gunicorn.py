@@ -82,11 +82,14 @@ def test_counters_and_histogram_sum_both_workers_exactly(service: ServiceProcess
     assert delta("app_http_requests_total", status="200") == 200
     assert delta("app_http_request_duration_seconds_count") == 200
     assert delta("app_http_request_duration_seconds_bucket", le="+Inf") == 200
-    # Both workers wrote samples: the scrape above merged two processes' files.
+    # The scrape is the sum of both workers' own files (each has one from start-up).
     pids = set(service.worker_pids())
     assert len(pids) == 2
-    files = {p.name for p in (service.log_path.parent / "metrics").iterdir()}
+    metrics_dir = service.log_path.parent / "metrics"
+    files = {p.name for p in metrics_dir.iterdir()}
     assert all(f"counter_{pid}.db" in files for pid in pids)
+    scraped = metric_value(after, "app_http_requests_total", **labels, status="200")
+    assert sum(_processed_by(metrics_dir, pid) for pid in pids) == scraped
 
 
 def test_ten_thousand_random_paths_add_no_series(service: ServiceProcess) -> None:
@@ -190,7 +193,7 @@ def _holds_socket(pid: int, inode: str) -> bool:
 
 
 def _processed_by(metrics_dir: Path, pid: int) -> float:
-    """POST /process requests one worker has counted, from its own multiprocess file (its
+    """POST /process 200s one worker has counted, from its own multiprocess file (its
     counter file exists from start-up: the app creates its counters then)."""
     path = metrics_dir / f"counter_{pid}.db"
     if not path.exists():
@@ -198,7 +201,8 @@ def _processed_by(metrics_dir: Path, pid: int) -> float:
     total = 0.0
     for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
         _metric, sample, labels, _help = json.loads(key)
-        if sample == "app_http_requests_total" and labels.get("route") == "/process":
+        served = labels.get("route") == "/process" and labels.get("status") == "200"
+        if sample == "app_http_requests_total" and served:
             total += value
     return total
 

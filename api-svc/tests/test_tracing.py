@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from api_svc.statements import MESSAGE_BY_ID
 from testkit import recorded_spans
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -44,7 +45,21 @@ def test_the_search_trace_shows_the_sql_statement(
     )
 
 
+def test_a_read_by_id_is_a_server_span_with_its_statement_as_the_child(
+    client: TestClient, spans: InMemorySpanExporter
+) -> None:
+    response = client.get("/message/1")
+    assert response.status_code == 200
+    [server] = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    [sql] = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CLIENT]
+    assert server.name == "GET /message/{id}"
+    assert sql.attributes is not None
+    assert sql.attributes["db.statement"] == MESSAGE_BY_ID.sql
+    assert sql.parent is not None
+    assert sql.parent.span_id == server.context.span_id
+
+
 def test_probes_are_not_traced(client: TestClient, spans: InMemorySpanExporter) -> None:
     client.get("/health")
     client.get("/ready")
-    assert not [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert not spans.get_finished_spans(), "no server span, and readiness's query has none"

@@ -53,6 +53,6 @@ def test_every_path_the_readme_names_exists() -> None:
     # The life of one request names the file of every step: a rename must update it.
     paths = {span for span in re.findall(r"`([^`\s]+)`", README) if _PATH.match(span)}
     assert "service-kit/src/service_kit/middleware.py" in paths
-    assert "api-svc/src/api_svc/sql_spans.py" in paths
+    assert "api-svc/src/api_svc/statements.py" in paths
     missing = sorted(p for p in paths if not any((ROOT / base / p).exists() for base in PATH_BASES))
     assert not missing, f"README.md names paths that do not exist: {missing}"

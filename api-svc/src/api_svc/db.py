@@ -1,35 +1,49 @@
-"""The database: an async engine (psycopg 3, a bounded pool) and a fair way into it."""
+"""The database: psycopg's own pool, prepared statements, a span per statement, and one retry
+of a read that met a connection PostgreSQL had dropped."""
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from typing import Any
 
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+import psycopg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import make_url
 
 from api_svc.config import Settings
+from api_svc.statements import Statement
+
+Params = dict[str, Any]
+Attributes = dict[str, str | int]
+
+# The pool logs every checkout at INFO: one line per request under the root logger's level.
+logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
-        # A connection that died with a PostgreSQL restart is replaced before it is used. It costs
-        # a round trip per checkout, but without it stale connections stayed in the pool after a
-        # restart and answered 503 whenever a quiet service next picked one up (make test: three
-        # 503s minutes after test_faults had restarted PostgreSQL).
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        # Read-only service: no BEGIN/ROLLBACK round trips around every single SELECT.
-        isolation_level="AUTOCOMMIT",
-        connect_args={
+def libpq_conninfo(url: str) -> str:
+    """``DATABASE_URL`` is SQLAlchemy's (``postgresql+psycopg://``); libpq wants no driver."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
+    return AsyncConnectionPool(
+        libpq_conninfo(settings.database_url),
+        min_size=settings.db_pool_size,
+        max_size=settings.db_pool_size + settings.db_max_overflow,
+        # Waiting for a connection is bounded; the pool hands a returned connection to the
+        # oldest waiter, so nobody is overtaken while a queue stands.
+        timeout=settings.db_pool_timeout_seconds,
+        # A connection lost while PostgreSQL is down is given up after this long rather than
+        # retried with a growing back-off; the next request that finds the pool empty makes a
+        # new one, so the pool is whole again within a second of PostgreSQL's return.
+        reconnect_timeout=settings.db_pool_timeout_seconds,
+        # No `check`: a ping per checkout would cost a round trip on every request to save
+        # one error after a rare restart. Disconnects are handled in Database.fetch.
+        open=False,
+        kwargs={
+            # Read-only service: no BEGIN/ROLLBACK round trips around every single SELECT.
+            "autocommit": True,
             "connect_timeout": settings.db_connect_timeout_seconds,
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
             "application_name": settings.service_name,
@@ -38,37 +52,81 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 class Database:
-    """The engine, and sessions handed out first come, first served.
+    """Runs api-svc's statements: each prepared once per connection, each a CLIENT span that
+    is a child of the request's server span (the attributes Tempo's service graph reads for
+    database nodes are computed once, here)."""
 
-    The pool's own queue is not fair under load: a connection given back wakes the oldest
-    waiter, but a request that arrives in the meantime takes it first, and the woken waiter
-    queues again at the end. On a saturated worker the unlucky ones wait out the pool timeout
-    (a 503) while p50 stays low. A semaphore with one slot per pooled connection queues
-    requests in order (asyncio's is fair), so the pool itself never has to make anyone wait.
-    """
+    def __init__(self, settings: Settings, tracer: trace.Tracer | None = None) -> None:
+        self.pool = create_pool(settings)
+        self._tracer = tracer or trace.NoOpTracer()
+        url = make_url(settings.database_url)
+        self._database = url.database or ""
+        self._span_shapes: dict[Statement, tuple[str, Attributes]] = {}
+        self._attributes: Attributes = {"db.system": "postgresql"}
+        self._attributes["db.name"] = self._database
+        if url.host:
+            self._attributes["net.peer.name"] = url.host
+        if url.port:
+            self._attributes["net.peer.port"] = url.port
+        if url.username:
+            self._attributes["db.user"] = url.username
 
-    def __init__(self, settings: Settings) -> None:
-        self.engine = create_engine(settings)
-        self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._slots = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
-        self._wait_seconds = settings.db_pool_timeout_seconds
+    async def open(self) -> None:
+        """Start connecting in the background: api-svc starts even while PostgreSQL is down."""
+        await self.pool.open(wait=False)
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        if self._slots.locked():  # only a request that must queue pays for the timeout
-            try:
-                async with asyncio.timeout(self._wait_seconds):
-                    await self._slots.acquire()
-            except TimeoutError:
-                # The same 503 as the pool's own timeout (api_svc.errors).
-                raise PoolTimeoutError("no database connection within the pool timeout") from None
-        else:
-            await self._slots.acquire()  # returns at once
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def fetch(self, statement: Statement, params: Params) -> list[TupleRow]:
+        """The rows of a read-only statement.
+
+        A connection PostgreSQL dropped (it restarted) fails only when it is used. Then the
+        pool is checked once, so that the connections that died with it go too, and the
+        statement runs once more: a read has no effect to repeat. Any other error is raised.
+        """
+        name, attributes = self._span_shapes.get(statement) or self._shape(statement)
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
         try:
-            async with self._sessionmaker() as session:
-                yield session
+            async with self.pool.connection() as conn:
+                try:
+                    return await _rows(conn, statement, params)
+                except psycopg.OperationalError:
+                    if not conn.broken:
+                        raise
+            span.add_event("connection dropped by the server; pool checked, statement retried")
+            await self.pool.check()
+            async with self.pool.connection() as conn:
+                return await _rows(conn, statement, params)
+        except Exception as error:
+            span.record_exception(error)
+            # The type only: the message may quote a parameter.
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
         finally:
-            self._slots.release()
+            span.end()
 
-    async def dispose(self) -> None:
-        await self.engine.dispose()
+    def _shape(self, statement: Statement) -> tuple[str, Attributes]:
+        """A statement's span name and attributes, made on its first run and kept."""
+        attributes: Attributes = {
+            **self._attributes,
+            "db.statement": statement.sql,
+            "db.operation": statement.operation,
+        }
+        shape = self._span_shapes[statement] = (
+            f"{statement.operation} {self._database}",
+            attributes,
+        )
+        return shape
+
+    async def ping(self) -> None:
+        """One round trip on a pooled connection (readiness; never traced)."""
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+
+async def _rows(
+    conn: psycopg.AsyncConnection[TupleRow], statement: Statement, params: Params
+) -> list[TupleRow]:
+    cursor = await conn.execute(statement.sql, params, prepare=True)
+    return await cursor.fetchall()

@@ -3,20 +3,17 @@
 All ``async``: a plain ``def`` dependency costs a hop to the thread pool on every request.
 """
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_svc.db import Database
 from api_svc.metrics import MessageMetrics
 
 
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+async def _database(request: Request) -> Database:
     database: Database = request.app.state.database
-    async with database.session() as session:
-        yield session
+    return database
 
 
 async def _metrics(request: Request) -> MessageMetrics:
@@ -24,5 +21,5 @@ async def _metrics(request: Request) -> MessageMetrics:
     return metrics
 
 
-SessionDep = Annotated[AsyncSession, Depends(_session)]
+DatabaseDep = Annotated[Database, Depends(_database)]
 MetricsDep = Annotated[MessageMetrics, Depends(_metrics)]

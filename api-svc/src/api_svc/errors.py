@@ -1,8 +1,7 @@
 """Database failures answer 503 with the envelope instead of a 500."""
 
+import psycopg
 from fastapi import FastAPI, Request
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import Response
 
 from service_kit.errors import ErrorCode, error_response
@@ -10,10 +9,12 @@ from service_kit.logs import get_logger
 
 _log = get_logger("db")
 
-DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
+# OperationalError covers the pool's timeout (psycopg_pool.PoolTimeout), a refused or lost
+# connection and a statement cancelled by statement_timeout.
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> Response:
+async def database_unavailable(_: Request, exc: Exception) -> Response:
     # Connection refused, server restarting, pool exhausted, statement timeout.
     _log.warning("database_unavailable", error_type=type(exc).__name__)
     return error_response(
@@ -23,4 +24,4 @@ async def _database_unavailable(_: Request, exc: Exception) -> Response:
 
 def install_database_error_handlers(app: FastAPI) -> None:
     for error in DATABASE_ERRORS:
-        app.add_exception_handler(error, _database_unavailable)
+        app.add_exception_handler(error, database_unavailable)

@@ -11,7 +11,6 @@ from api_svc.db import Database
 from api_svc.errors import install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
-from api_svc.sql_spans import trace_statements
 from service_kit.app import create_service_app
 from service_kit.metrics import Metrics
 
@@ -21,23 +20,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The engine (and its pool) belongs to the worker process: made after gunicorn forked.
-        database = Database(settings)
-        stop_tracing = (
-            trace_statements(
-                database.engine.sync_engine,
-                trace.get_tracer("api_svc.sql", settings.service_version),
-            )
+        # The pool belongs to the worker process: made after gunicorn forked.
+        tracer = (
+            trace.get_tracer("api_svc.sql", settings.service_version)
             if settings.tracing_enabled
             else None
         )
+        database = Database(settings, tracer)
+        await database.open()
         app.state.database = database
         try:
             yield
         finally:
-            if stop_tracing is not None:
-                stop_tracing()
-            await database.dispose()
+            await database.close()
 
     def setup(app: FastAPI, metrics: Metrics) -> None:
         app.state.message_metrics = MessageMetrics(metrics)

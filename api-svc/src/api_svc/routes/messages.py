@@ -2,11 +2,10 @@ from time import perf_counter
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import select
 
-from api_svc.deps import MetricsDep, SessionDep
-from api_svc.models import Message
+from api_svc.deps import DatabaseDep, MetricsDep
 from api_svc.schemas import MessageOut, SearchResults
+from api_svc.statements import MESSAGE_BY_ID, SEARCH
 from service_kit.errors import AppError, ErrorCode, error_doc
 
 router = APIRouter(prefix="/message", tags=["messages"])
@@ -27,7 +26,7 @@ def _like_pattern(q: str) -> str:
     responses={503: error_doc("The database is unavailable")},
 )
 async def search_messages(
-    session: SessionDep,
+    database: DatabaseDep,
     metrics: MetricsDep,
     # No NUL: PostgreSQL text cannot hold one (psycopg refuses to send it).
     q: Annotated[
@@ -36,18 +35,10 @@ async def search_messages(
     ],
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> SearchResults:
-    # Newest first with no index on created_at: every matching row is read and sorted, which
-    # is the bottleneck the README walks through. A trigram index on text is the fix.
-    statement = (
-        select(Message)
-        .where(Message.text.ilike(_like_pattern(q), escape="\\"))
-        .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(limit)
-    )
     start = perf_counter()
-    rows = (await session.scalars(statement)).all()
+    rows = await database.fetch(SEARCH, {"pattern": _like_pattern(q), "limit": limit})
     metrics.search_seconds.observe(perf_counter() - start)
-    results = [MessageOut.model_validate(row) for row in rows]
+    results = [MessageOut(id=id, text=text) for id, text in rows]
     return SearchResults(query=q, count=len(results), results=results)
 
 
@@ -59,10 +50,11 @@ async def search_messages(
         503: error_doc("The database is unavailable"),
     },
 )
-async def get_message(id: MessageId, session: SessionDep, metrics: MetricsDep) -> MessageOut:
-    message = await session.get(Message, id)
-    if message is None:
+async def get_message(id: MessageId, database: DatabaseDep, metrics: MetricsDep) -> MessageOut:
+    rows = await database.fetch(MESSAGE_BY_ID, {"id": id})
+    if not rows:
         metrics.not_found.inc()
         raise AppError(404, ErrorCode.NOT_FOUND, f"Message {id} not found")
     metrics.found.inc()
-    return MessageOut.model_validate(message)
+    ((found_id, text),) = rows
+    return MessageOut(id=found_id, text=text)

@@ -2,9 +2,8 @@ from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import text
 
-from api_svc.deps import SessionDep
+from api_svc.deps import DatabaseDep
 from service_kit.errors import error_doc
 
 router = APIRouter(tags=["health"])
@@ -19,6 +18,6 @@ class Ready(BaseModel):
     summary="Readiness: 200 when PostgreSQL answers, 503 envelope when it does not",
     responses={503: error_doc("The database is unavailable")},
 )
-async def ready(session: SessionDep) -> Ready:
-    await session.execute(text("SELECT 1"))
+async def ready(database: DatabaseDep) -> Ready:
+    await database.ping()
     return Ready()

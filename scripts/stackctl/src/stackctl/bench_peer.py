@@ -3,8 +3,9 @@
 prometheus-fastapi-instrumentator, OpenTelemetry's FastAPIInstrumentor (BatchSpanProcessor, OTLP
 exporter) and a logging middleware declared with ``@app.middleware("http")`` (Starlette's
 BaseHTTPMiddleware) that writes one structlog JSON line per request: the stack the field notes
-measured. Everything else is the services' own: routers, settings, database engine and pool,
-business metrics, error envelope. Only the instrumentation differs, so the benchmark compares
+measured, and the usual way into the database: an ORM ``AsyncSession`` on SQLAlchemy's pool,
+traced by opentelemetry-instrumentation-sqlalchemy. Everything else is the services' own:
+routers, statements, settings, business metrics, error envelope. So the benchmark compares
 implementations, not features.
 
 To compare implementations and not configurations, the peer gets the same tracing choices as
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from time import perf_counter
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -29,14 +31,18 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from starlette.middleware.base import RequestResponseEndpoint
 from structlog.typing import EventDict, WrappedLogger
 
 from api_svc.config import Settings as ApiSettings
-from api_svc.db import Database
-from api_svc.errors import install_database_error_handlers
+from api_svc.errors import database_unavailable, install_database_error_handlers
 from api_svc.metrics import MessageMetrics
 from api_svc.routes import messages, ready
+from api_svc.statements import Statement
 from processor_svc.config import Settings as ProcessorSettings
 from processor_svc.metrics import ProcessorMetrics
 from processor_svc.routes import process
@@ -135,19 +141,51 @@ def _business_metrics(settings: ObservabilitySettings) -> Metrics:
     )
 
 
+class SessionDatabase:
+    """The usual way into the database: an ``AsyncSession`` per statement on SQLAlchemy's
+    pool, with ``pool_pre_ping`` as SQLAlchemy's docs advise against stale connections.
+    It runs the same Core statements as api-svc's ``Database`` (api_svc.statements), with the
+    same pool size, timeouts and server settings."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.engine = create_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            connect_args={
+                "connect_timeout": settings.db_connect_timeout_seconds,
+                "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+                "application_name": f"{settings.service_name}-peer",
+            },
+        )
+
+    async def fetch(self, statement: Statement, params: dict[str, Any]) -> list[Any]:
+        if statement.query is None:
+            raise ValueError(f"no Core statement to run: {statement.sql}")
+        async with AsyncSession(self.engine) as session:
+            return list((await session.execute(statement.query, params)).tuples())
+
+    async def ping(self) -> None:
+        async with AsyncSession(self.engine) as session:
+            await session.execute(text("SELECT 1"))
+
+
 def create_api_app() -> FastAPI:
     settings = ApiSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         provider = _start_tracing(settings)
-        database = Database(settings)
+        database = SessionDatabase(settings)
         SQLAlchemyInstrumentor().instrument(engine=database.engine.sync_engine)
         app.state.database = database
         try:
             yield
         finally:
-            await database.dispose()
+            await database.engine.dispose()
             provider.shutdown()
 
     app = _peer_app(
@@ -155,6 +193,9 @@ def create_api_app() -> FastAPI:
     )
     app.state.message_metrics = MessageMetrics(_business_metrics(settings))
     install_database_error_handlers(app)
+    # SQLAlchemy wraps the driver's errors in its own: the same 503 envelope for those.
+    for error in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(error, database_unavailable)
     return app
 
 

@@ -11,7 +11,7 @@ UV_RUN := uv run --frozen
 # scripts/install-deps links the pinned uv there.
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: k8s-render screenshots bench profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search backup restore native-backup native-restore deps venv test soak fresh-machine lint fmt
+.PHONY: k8s-render screenshots bench bench-db profile help up down native-up native-down native-fix-search native-unfix-search logs ps load load-ui migrate fix-search unfix-search backup restore native-backup native-restore deps venv test soak fresh-machine lint fmt
 
 help: ## List the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-13s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ native-restore:
 
 bench: deps ## Measure what observability costs on the native twin (~8 min; writes bench/results.json)
 	$(UV_RUN) python -m stackctl.bench
+
+bench-db: deps ## CPU per read by id on each way into PostgreSQL (ORM, Core, psycopg; ~1 min)
+	$(UV_RUN) python -m stackctl.bench.access_paths
 
 profile: deps ## Where the services' CPU goes under the bench's load (py-spy, ~2.5 min; writes bench/profiles/)
 	$(UV_RUN) python -m stackctl.profile

@@ -2,15 +2,18 @@
 
 The committed bench/results.json is the fixture: its per-round numbers, fed back through the
 report, must give the same keys, and the same summaries, as the run that wrote it (plus the keys
-added since, until the next run rewrites it)."""
+added since, until the next run rewrites it). bench/chart.svg is drawn from it."""
 
+import copy
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stackctl.addresses import REPO
+from stackctl.bench import chart
 from stackctl.bench.accounting import Memory
 from stackctl.bench.load import (
     Load,
@@ -29,6 +32,7 @@ from stackctl.bench.report import (
     machine_info,
     percentile,
     table,
+    write_results,
 )
 from stackctl.bench.runner import rotated
 from stackctl.bench.settings import GATEWAY_VARIANTS, VARIANTS, BenchConfig
@@ -44,6 +48,7 @@ ADDED_SINCE_COMMITTED = {
     ".message.full_over_health_bare",
     ".gateway.nginx_cpu_ms_per_request",
 }
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _keys(value: Any, path: str = "") -> set[str]:
@@ -283,3 +288,66 @@ def test_percentile_is_nearest_rank_and_rounds_rotate() -> None:
     assert [rotated(("bare", "full", "peer"), n)[0] for n in range(4)] == [
         "bare", "full", "peer", "bare"
     ]  # fmt: skip
+
+
+# --- the chart ------------------------------------------------------------------------------------
+def _parse(svg: str) -> ET.Element:
+    """The SVG as XML (it must parse); the text is the chart module's own output."""
+    return ET.fromstring(svg)  # noqa: S314
+
+
+def _bars(svg: str) -> list[ET.Element]:
+    return [r for r in _parse(svg).iter(f"{SVG}rect") if r.get("class") == "bar"]
+
+
+def test_the_chart_has_one_bar_per_route_and_variant_proportional_to_rps() -> None:
+    svg = chart.render(COMMITTED)
+    bars = _bars(svg)
+    expected = [(r, "direct", v) for r in ("health", "message") for v in ("full", "bare", "peer")]
+    expected += [(r, "gateway", v) for r in ("health", "message") for v in ("full", "bare")]
+    found = [
+        (b.attrib["data-route"], b.attrib["data-where"], b.attrib["data-variant"]) for b in bars
+    ]
+    assert sorted(found) == sorted(expected)
+    for (route, where, variant), bar in zip(found, bars, strict=True):
+        assert float(bar.attrib["data-rps"]) == COMMITTED[route][where][variant]["rps"]
+    for route in ("health", "message"):  # one axis per route: the same px per req/s
+        panel = [b for b in bars if b.attrib["data-route"] == route]
+        scales = [float(b.attrib["height"]) / float(b.attrib["data-rps"]) for b in panel]
+        assert max(scales) == pytest.approx(min(scales), rel=1e-4)
+        assert min(float(b.attrib["y"]) for b in panel) >= chart.PLOT_TOP  # the tallest fits
+
+
+def test_the_chart_labels_cpu_names_the_run_and_is_deterministic() -> None:
+    svg = chart.render(COMMITTED)
+    texts = [t.text for t in _parse(svg).iter(f"{SVG}text")]
+    assert "0.414 ms" in texts  # health direct full
+    assert "+0.136 nginx" in texts  # health gateway full
+    assert "4,164" in texts
+    assert any("2026-11-30 21:04 UTC" in t and "AMD EPYC, 2 cores" in t for t in texts if t)
+    for variant in ("full", "bare", "peer"):
+        assert chart.LEGEND[variant] in texts
+    assert chart.render(copy.deepcopy(COMMITTED)) == svg
+    no_cpu = copy.deepcopy(COMMITTED)
+    no_cpu["health"]["direct"]["full"]["cpu_ms_per_request"] = None
+    assert "CPU n/a" in chart.render(no_cpu)
+
+
+def test_the_committed_chart_is_drawn_from_the_committed_results() -> None:
+    committed = (REPO / "bench" / "chart.svg").read_text()
+    assert committed == chart.render(COMMITTED), (
+        "rebuild it: uv run --frozen python -m stackctl.bench.chart bench/results.json"
+    )
+
+
+def test_results_and_chart_are_written_side_by_side(
+    rebuilt: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "out" / "results.json"
+    write_results(path, rebuilt)
+    assert json.loads(path.read_text()) == rebuilt
+    assert (tmp_path / "out" / "chart.svg").read_text() == chart.render(rebuilt)
+    # and rebuilt from a results.json alone, as docs are refreshed
+    (tmp_path / "out" / "chart.svg").unlink()
+    chart.main([str(path)])
+    assert (tmp_path / "out" / "chart.svg").read_text() == chart.render(rebuilt)

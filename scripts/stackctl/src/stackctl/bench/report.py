@@ -18,6 +18,7 @@ from typing import Any
 
 from stackctl import procfs
 from stackctl.bench.accounting import Memory
+from stackctl.bench.chart import write_chart
 from stackctl.bench.load import Load, Scrapes
 from stackctl.bench.settings import (
     CONNECTIONS,
@@ -323,13 +324,14 @@ def finish(machine: dict[str, Any], results: Mapping[str, Any], elapsed: float) 
 
 
 def write_results(path: Path, results: Mapping[str, Any]) -> None:
-    """results.json, then the table and where it went on stdout."""
+    """results.json and chart.svg beside it, then the table and where they went on stdout."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+    chart = write_chart(path, results)
     elapsed = results["elapsed_s"]
     say("\n" + table(results))
     say(
-        f"\nWrote {path}; elapsed {elapsed / 60:.1f} min "
+        f"\nWrote {path} and {chart.name}; elapsed {elapsed / 60:.1f} min "
         f"({'within' if results['within_time_budget'] else 'OVER'} the 10 min budget)"
     )
 

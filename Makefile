@@ -89,7 +89,7 @@ native-backup: ## pg_dump the native stack's database into backups/native/ (nati
 native-restore:
 	$(UV_RUN) stackctl restore $(if $(FILE),"$(FILE)")
 
-bench: deps ## Measure what observability costs on the native twin (~8 min; writes bench/results.json)
+bench: deps ## Measure what observability costs on the native twin (~8 min; writes bench/results.json and chart.svg)
 	$(UV_RUN) python -m stackctl.bench
 
 bench-db: deps ## CPU per read by id on each way into PostgreSQL (ORM, Core, psycopg; ~1 min)

@@ -9,8 +9,8 @@ settings) and the **peer** (the same services instrumented the usual way, stackc
 each a gunicorn pair with 2 workers on ports of its own, bare with its own gateway too. Load is
 wrk (and hey for /metrics scrapes), one measurement at a time, variants alternating in rotated
 order, ``BENCH_ROUNDS`` rounds, medians reported. docs/performance.md (What observability
-costs) explains the method, bench/README.md what is written: bench/results.json, and a
-Markdown table on stdout. One module per job:
+costs) explains the method, bench/README.md what is written: bench/results.json, beside it
+bench/chart.svg, and a Markdown table on stdout. One module per job:
 
 - ``__main__``: the entry point, start to end;
 - ``settings``: the variants, routes, concurrency and the ``BENCH_*`` knobs;
@@ -19,5 +19,6 @@ Markdown table on stdout. One module per job:
 - ``deployments``: where each variant runs (the side variants with their own nginx);
 - ``sink``: the OTLP/HTTP receiver the spans are exported to;
 - ``runner``: the measurements, in the order they run;
-- ``report``: statistics, targets, the machine, results.json and the Markdown table.
+- ``report``: statistics, targets, the machine, results.json and the Markdown table;
+- ``chart``: chart.svg from results.json (also on its own: ``python -m stackctl.bench.chart``).
 """

@@ -1,5 +1,6 @@
 """``make bench`` (``uv run --frozen python -m stackctl.bench``): see stackctl.bench for what it
-measures and docs/performance.md for the method; writes bench/results.json."""
+measures and docs/performance.md for the method; writes bench/results.json and
+bench/chart.svg."""
 
 import os
 import signal

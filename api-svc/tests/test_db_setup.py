@@ -12,6 +12,7 @@ from sqlalchemy import make_url
 
 from api_svc.config import Settings
 from api_svc.db_setup import _run_alembic, check_migrations, setup
+from api_svc.statements import SEARCH
 
 
 def _connect(url: str) -> psycopg.Connection:
@@ -68,25 +69,36 @@ def _plan(conn: psycopg.Connection, sql: str) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-SEARCH = (
-    "SELECT id, text FROM messages WHERE text ILIKE '%zulu tango%' "
-    "ORDER BY created_at DESC, id DESC LIMIT 10"
-)
+def _search_plans(conn: psycopg.Connection) -> list[str]:
+    """The plans of api-svc's own search statement: as a one-off with the pattern known, and
+    as the generic plan its prepared statement may switch to (the pattern unknown)."""
+    positional = SEARCH.sql.replace("%(pattern)s", "$1").replace("%(limit)s", "$2")
+    arguments = "('%zulu tango%', 10)"
+    conn.execute(f"PREPARE search AS {positional}")
+    try:
+        plans = []
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            conn.execute(f"SET plan_cache_mode = {mode}")
+            plans.append(_plan(conn, f"EXECUTE search {arguments}"))
+        return plans
+    finally:
+        conn.execute("DEALLOCATE search")
+        conn.execute("RESET plan_cache_mode")
 
 
 def test_search_scans_the_table_until_the_fix_adds_an_index(
     settings: Settings, reader: psycopg.Connection
 ) -> None:
-    assert "Seq Scan on messages" in _plan(reader, SEARCH)
+    assert all("Seq Scan on messages" in plan for plan in _search_plans(reader))
     assert "Index Scan using messages_pkey" in _plan(reader, "SELECT * FROM messages WHERE id = 5")
     _run_alembic(settings, "upgrade", "search_index@head")
     try:
-        fixed = _plan(reader, SEARCH)
-        assert "ix_messages_text_trgm" in fixed
-        assert "Seq Scan" not in fixed
+        for fixed in _search_plans(reader):
+            assert "ix_messages_text_trgm" in fixed
+            assert "Seq Scan" not in fixed
     finally:
         _run_alembic(settings, "downgrade", "search_index@base")
-    assert "Seq Scan on messages" in _plan(reader, SEARCH)
+    assert all("Seq Scan on messages" in plan for plan in _search_plans(reader))
 
 
 # --------------------------------------------------------------------------- api-svc-db check

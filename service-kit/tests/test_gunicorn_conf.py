@@ -157,3 +157,19 @@ def test_gunicorn_stops_at_start_on_an_invalid_value() -> None:
     assert "METRICS_PORT='9x': Input should be a valid integer" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Listening at" not in result.stderr + result.stdout
+
+
+def test_a_worker_freezes_start_up_objects_and_collects_young_ones_less_often() -> None:
+    probe = (
+        "import gc, service_kit.gunicorn_conf as c; c.post_worker_init(None); "
+        "print(gc.get_freeze_count() > 0, gc.get_threshold()[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["True", str(10_000)]

@@ -1,8 +1,10 @@
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
+from service_kit.logs import iso_utc_timestamp
 from testkit import json_lines
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -68,3 +70,21 @@ def test_tracing_can_be_switched_off(
     client.get("/items/1", headers={"traceparent": TRACEPARENT})
     [line] = [x for x in json_lines(capsys.readouterr().out) if x["event"] == "request"]
     assert "trace_id" not in line
+
+
+@pytest.mark.parametrize(
+    "time_ns",
+    [
+        0,
+        1_764_693_142_340_886_123,
+        1_764_693_142_000_000_999,
+        1_764_693_142_000_001_000,
+        951_782_400_999_999_999,
+    ],
+)
+def test_the_timestamp_is_what_datetime_writes(time_ns: int) -> None:
+    expected = datetime.fromtimestamp(time_ns // 10**9, UTC).replace(
+        microsecond=time_ns // 1000 % 1_000_000
+    )
+    assert iso_utc_timestamp(time_ns) == expected.isoformat().replace("+00:00", "Z")
+    assert iso_utc_timestamp(time_ns) == iso_utc_timestamp(time_ns)  # from the cached prefix

@@ -1,4 +1,8 @@
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -65,3 +69,34 @@ def test_build_info_and_in_flight(client: TestClient) -> None:
 def test_metrics_can_be_switched_off(make_client: Callable[..., TestClient]) -> None:
     client = make_client(metrics_enabled=False)
     assert client.get("/metrics").status_code == 404
+
+
+# A fresh interpreter in multiprocess mode: a sample written after a fork lands in the child's
+# own file, as with os.getpid(), although the pid is no longer asked for on every write.
+FORKED_WRITES = """
+import os, sys
+from service_kit.metrics import Metrics, process_identifier
+metrics = Metrics(namespace="app", service="s", version="1", buckets=(1.0,))
+metrics.in_flight.inc()
+child = os.fork()
+if child == 0:
+    metrics.in_flight.inc()
+    os._exit(0 if process_identifier() == os.getpid() else 1)
+_, status = os.waitpid(child, 0)
+files = sorted(name for name in os.listdir(sys.argv[1]) if name.startswith("gauge_livesum"))
+print(os.waitstatus_to_exitcode(status), files == sorted(
+    [f"gauge_livesum_{os.getpid()}.db", f"gauge_livesum_{child}.db"]
+))
+"""
+
+
+def test_samples_written_after_a_fork_go_to_the_childs_file(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_WRITES, str(tmp_path)],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["0", "True"]

@@ -8,6 +8,7 @@ a processor reads the request id's context variable and the current span when a 
 import logging
 import logging.config
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -35,6 +36,30 @@ def _add_request_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+# (second, "2026-12-02T16:32:22"): the part of the timestamp that changes once a second.
+_second_prefix = (-1, "")
+
+
+def iso_utc_timestamp(time_ns: int) -> str:
+    """What ``datetime.now(timezone.utc).isoformat()`` writes, with ``Z`` for the offset (as
+    structlog's TimeStamper(fmt="iso", utc=True)), the date and time formatted once a second:
+    structlog's way makes a timezone-aware datetime per line, ~1.5 us of each line's ~6."""
+    global _second_prefix  # noqa: PLW0603 - one tuple, replaced whole: safe from any thread
+    second, nanos = divmod(time_ns, 1_000_000_000)
+    cached_second, prefix = _second_prefix
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_prefix = (second, prefix)
+    micros = nanos // 1000  # truncated, as datetime.now() does
+    # isoformat() leaves out a zero fraction altogether.
+    return f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+
+
+def _add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict["timestamp"] = iso_utc_timestamp(time.time_ns())
+    return event_dict
+
+
 def _shared_processors(service: str) -> list[Processor]:
     def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         event_dict["service"] = service
@@ -43,7 +68,7 @@ def _shared_processors(service: str) -> list[Processor]:
     return [
         structlog.stdlib.add_log_level,
         add_service,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _add_timestamp,
         _add_request_context,
     ]
 

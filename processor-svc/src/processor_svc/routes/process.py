@@ -1,9 +1,9 @@
 import asyncio
 from time import perf_counter
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from processor_svc.deps import MetricsDep, RequireJson, SettingsDep
+from processor_svc.deps import RequireJson, metrics_of, settings_of
 from processor_svc.schemas import ProcessRequest, ProcessResult
 from service_kit.errors import UNDECODABLE_BODY_RESPONSE, error_doc
 
@@ -19,13 +19,11 @@ router = APIRouter(tags=["process"])
         415: error_doc("The body is not application/json"),
     },
 )
-async def process(
-    body: ProcessRequest, settings: SettingsDep, metrics: MetricsDep
-) -> ProcessResult:
+async def process(body: ProcessRequest, request: Request) -> ProcessResult:
     start = perf_counter()
-    await asyncio.sleep(settings.process_delay_seconds)
+    await asyncio.sleep(settings_of(request).process_delay_seconds)
     # Only the size is recorded: the payload itself is never logged.
-    metrics.payload_bytes.inc(len(body.data.encode()))
+    metrics_of(request).payload_bytes.inc(len(body.data.encode()))
     return ProcessResult(
         echo=body.data, length=len(body.data), processing_seconds=round(perf_counter() - start, 4)
     )

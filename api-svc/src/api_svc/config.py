@@ -15,8 +15,8 @@ class Settings(ObservabilitySettings):
     # The owner role; only `api-svc-db` (migrations, role, seed) uses it.
     migration_database_url: str | None = None
 
-    # A fixed pool per worker: overflow connections are closed again on return, so under load
-    # they would be opened and closed for every request.
+    # A fixed pool per worker by default. Overflow is the pool's max_size above its min_size:
+    # connections it opens under load and closes after they have been idle for a while.
     db_pool_size: int = Field(default=10, ge=1, le=100)
     db_max_overflow: int = Field(default=0, ge=0, le=100)
     # Bounds on waiting: for a pooled connection, for a new one, for one statement.

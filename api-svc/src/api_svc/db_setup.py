@@ -25,6 +25,7 @@ from sqlalchemy import Connection, create_engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from api_svc.config import Settings, get_settings
+from api_svc.db import libpq_conninfo
 from service_kit.logs import configure_logging, get_logger
 
 _log = get_logger("db_setup")
@@ -73,10 +74,6 @@ def _run_alembic(settings: Settings, action: str, target: str) -> None:
             getattr(command, action)(_alembic_config(connection), target)
     finally:
         engine.dispose()
-
-
-def _libpq_conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def ensure_reader_role(conn: psycopg.Connection, settings: Settings) -> None:
@@ -158,7 +155,7 @@ def seed(conn: psycopg.Connection, bulk_rows: int) -> None:
 
 def setup(settings: Settings) -> None:
     _run_alembic(settings, "upgrade", "main@head")
-    with psycopg.connect(_libpq_conninfo(_owner_url(settings)), autocommit=True) as conn:
+    with psycopg.connect(libpq_conninfo(_owner_url(settings)), autocommit=True) as conn:
         enable_pg_stat_statements(conn)
         ensure_reader_role(conn, settings)
         seed(conn, settings.seed_rows)

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from api_svc.config import Settings
 from api_svc.db import Database, libpq_conninfo
@@ -38,36 +38,37 @@ Read = Callable[[int], Awaitable[object]]
 
 
 @asynccontextmanager
-async def _orm(settings: Settings, *, ping: bool) -> AsyncIterator[Read]:
+async def _engine(settings: Settings, *, ping: bool) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(
         settings.database_url, pool_pre_ping=ping, isolation_level="AUTOCOMMIT"
     )
-
-    async def read(id: int) -> object:
-        async with AsyncSession(engine) as session:
-            return await session.get(Message, id)
-
     try:
-        yield read
+        yield engine
     finally:
         await engine.dispose()
 
 
 @asynccontextmanager
-async def _core(settings: Settings, *, ping: bool) -> AsyncIterator[Read]:
-    engine = create_async_engine(
-        settings.database_url, pool_pre_ping=ping, isolation_level="AUTOCOMMIT"
-    )
-    columns = select(Message.id, Message.text)
+async def _orm(settings: Settings, *, ping: bool) -> AsyncIterator[Read]:
+    async with _engine(settings, ping=ping) as engine:
 
-    async def read(id: int) -> object:
-        async with engine.connect() as conn:
-            return (await conn.execute(columns.where(Message.id == id))).one_or_none()
+        async def read(id: int) -> object:
+            async with AsyncSession(engine) as session:
+                return await session.get(Message, id)
 
-    try:
         yield read
-    finally:
-        await engine.dispose()
+
+
+@asynccontextmanager
+async def _core(settings: Settings, *, ping: bool) -> AsyncIterator[Read]:
+    columns = select(Message.id, Message.text)
+    async with _engine(settings, ping=ping) as engine:
+
+        async def read(id: int) -> object:
+            async with engine.connect() as conn:
+                return (await conn.execute(columns.where(Message.id == id))).one_or_none()
+
+        yield read
 
 
 @asynccontextmanager

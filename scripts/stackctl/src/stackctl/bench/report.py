@@ -91,10 +91,18 @@ def _median_or_none(values: Sequence[float | None]) -> float | None:
     return round(statistics.median(present), 3) if present else None
 
 
-def ratio(m: Measurements, route: str, where: str, top: str, bottom: str) -> float:
-    """The median of the per-round ratios: each pair ran minutes apart at most."""
-    pairs = zip(m.loads[(route, where, top)], m.loads[(route, where, bottom)], strict=True)
+Run = tuple[str, str, str]  # (route, where, variant)
+
+
+def rps_ratio(m: Measurements, top: Run, bottom: Run) -> float:
+    """The median of the per-round req/s ratios (the same round index): each pair ran
+    minutes apart at most."""
+    pairs = zip(m.loads[top], m.loads[bottom], strict=True)
     return round(statistics.median(a.rps / b.rps for a, b in pairs), 3)
+
+
+def ratio(m: Measurements, route: str, where: str, top: str, bottom: str) -> float:
+    return rps_ratio(m, (route, where, top), (route, where, bottom))
 
 
 def cpu_ratio(m: Measurements, route: str, top: str, bottom: str) -> float | None:
@@ -132,15 +140,6 @@ def route_results(m: Measurements, route: str) -> dict[str, Any]:
         "direct": {v: summarize(m.loads[(route, "direct", v)]) for v in VARIANTS},
         "gateway": {v: summarize(m.loads[(route, "gateway", v)]) for v in GATEWAY_VARIANTS},
     }
-
-
-def message_over_health(m: Measurements) -> float:
-    """GET /message/{id} on full against GET /health on bare, both direct: the median of the
-    per-round ratios of their req/s (the same round index)."""
-    pairs = zip(
-        m.loads[("message", "direct", "full")], m.loads[("health", "direct", "bare")], strict=True
-    )
-    return round(statistics.median(a.rps / b.rps for a, b in pairs), 3)
 
 
 def process_results(m: Measurements) -> dict[str, Any]:
@@ -221,10 +220,7 @@ def gateway_results(m: Measurements) -> dict[str, Any]:
 
 
 def ratio_across(m: Measurements, route: str, variant: str) -> float:
-    pairs = zip(
-        m.loads[(route, "gateway", variant)], m.loads[(route, "direct", variant)], strict=True
-    )
-    return round(statistics.median(a.rps / b.rps for a, b in pairs), 3)
+    return rps_ratio(m, (route, "gateway", variant), (route, "direct", variant))
 
 
 def lookup(results: Mapping[str, Any], dotted: str) -> float | None:
@@ -291,7 +287,13 @@ def build_results(
     ``machine`` and the run's timing: see ``finish``)."""
     results: dict[str, Any] = {
         "health": route_results(m, "health"),
-        "message": {"full_over_health_bare": message_over_health(m), **route_results(m, "message")},
+        "message": {
+            # GET /message/{id} on full against GET /health on bare, both direct.
+            "full_over_health_bare": rps_ratio(
+                m, ("message", "direct", "full"), ("health", "direct", "bare")
+            ),
+            **route_results(m, "message"),
+        },
         "process": process_results(m),
         "metrics": scrape_results(m),
         "gateway": gateway_results(m),
